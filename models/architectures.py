@@ -1,0 +1,285 @@
+"""The two architectures, as pure `nn.Module`s built from frozen config dataclasses: a many-to-one
+sequence classifier and a next-token language model. No I/O, no loss, no device choice."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.recurrent import (
+    CELLS,
+    State,
+    length_mask,
+    make_rnn,
+    reverse_within_lengths,
+    run_rnn,
+)
+
+POOLINGS = ("last", "mean", "max")
+
+
+def _check_common(cell: str, vocab_size: int, dropout: float) -> None:
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+    if vocab_size < 2:
+        raise ValueError(f"vocab_size must be at least 2, got {vocab_size}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Embedding -> stacked (bi)directional recurrent encoder -> pooling -> linear."""
+
+    vocab_size: int
+    num_classes: int = 2
+    embed_dim: int = 128
+    hidden_dim: int = 128
+    num_layers: int = 1
+    cell: str = "lstm"
+    bidirectional: bool = True
+    dropout: float = 0.0
+    embed_dropout: float = 0.0
+    pooling: tuple[str, ...] = ("max", "mean")
+    # Also pool the embeddings themselves, a bag-of-words path beside the recurrent one.
+    pool_embeddings: bool = False
+    padding_id: int = 0
+
+    def __post_init__(self) -> None:
+        _check_common(self.cell, self.vocab_size, self.dropout)
+        object.__setattr__(self, "pooling", tuple(self.pooling))
+        unknown = [p for p in self.pooling if p not in POOLINGS]
+        if not self.pooling or unknown:
+            raise ValueError(
+                f"pooling must be a non-empty subset of {POOLINGS}, got {self.pooling}"
+            )
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
+
+
+@dataclass(frozen=True)
+class LanguageModelConfig:
+    """Embedding -> recurrent stack -> dropout -> projection to the vocabulary."""
+
+    vocab_size: int
+    embed_dim: int = 256
+    hidden_dim: int = 512
+    num_layers: int = 2
+    cell: str = "lstm"
+    dropout: float = 0.2
+    tie_weights: bool = False
+    # Non-empty: an adaptive softmax with these cluster cut-offs instead of a full projection.
+    adaptive_cutoffs: tuple[int, ...] = field(default_factory=tuple)
+    adaptive_div_value: float = 4.0
+
+    def __post_init__(self) -> None:
+        _check_common(self.cell, self.vocab_size, self.dropout)
+        object.__setattr__(self, "adaptive_cutoffs", tuple(self.adaptive_cutoffs))
+        if self.tie_weights and self.adaptive_cutoffs:
+            raise ValueError("tie_weights cannot be combined with adaptive_cutoffs")
+        cutoffs = list(self.adaptive_cutoffs)
+        if cutoffs and (cutoffs != sorted(set(cutoffs)) or cutoffs[-1] >= self.vocab_size):
+            raise ValueError(
+                f"adaptive_cutoffs must be increasing and below vocab_size, got {cutoffs}"
+            )
+
+
+ModelConfig = ClassifierConfig | LanguageModelConfig
+
+
+def config_to_dict(config: ModelConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(cls: type[ModelConfig], data: dict[str, Any]) -> ModelConfig:
+    """Build a config, refusing keys the dataclass does not know."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {unknown}")
+    return cls(**data)
+
+
+class _EncoderLayer(nn.Module):
+    """One layer: a forward RNN and, if bidirectional, a second one over rows reversed in place."""
+
+    def __init__(self, cell: str, input_dim: int, hidden_dim: int, bidirectional: bool) -> None:
+        super().__init__()
+        self.forward_rnn = make_rnn(cell, input_dim, hidden_dim)
+        self.backward_rnn = make_rnn(cell, input_dim, hidden_dim) if bidirectional else None
+
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor, packed: bool
+    ) -> tuple[torch.Tensor, State]:
+        out, state = run_rnn(self.forward_rnn, x, lengths, packed=packed)  # (B, T, H)
+        if self.backward_rnn is None:
+            return out, state
+        reversed_x = reverse_within_lengths(x, lengths)
+        back, _ = run_rnn(self.backward_rnn, reversed_x, lengths, packed=packed)
+        return torch.cat([out, reverse_within_lengths(back, lengths)], dim=-1), state
+
+
+class SequenceClassifier(nn.Module):
+    """Many-to-one: a sequence of token ids in, one distribution over labels out."""
+
+    def __init__(self, config: ClassifierConfig) -> None:
+        super().__init__()
+        self.config = config
+        directions = 2 if config.bidirectional else 1
+        self.embedding = nn.Embedding(
+            config.vocab_size, config.embed_dim, padding_idx=config.padding_id
+        )
+        self.layers = nn.ModuleList(
+            _EncoderLayer(
+                config.cell,
+                config.embed_dim if i == 0 else config.hidden_dim * directions,
+                config.hidden_dim,
+                config.bidirectional,
+            )
+            for i in range(config.num_layers)
+        )
+        self.embed_dropout = nn.Dropout(config.embed_dropout)
+        self.dropout = nn.Dropout(config.dropout)
+        pooled_dim = config.hidden_dim * directions
+        if config.pool_embeddings:
+            pooled_dim += config.embed_dim
+        self.head = nn.Linear(pooled_dim * len(config.pooling), config.num_classes)
+
+    def forward(
+        self, tokens: torch.Tensor, lengths: torch.Tensor, packed: bool = True
+    ) -> tuple[torch.Tensor, State]:
+        """tokens (B, T) padded at the end, lengths (B,) >= 1 -> logits (B, C), final state."""
+        return self.classify(self.embedding(tokens), lengths, packed)
+
+    def classify(
+        self, embedded: torch.Tensor, lengths: torch.Tensor, packed: bool = True
+    ) -> tuple[torch.Tensor, State]:
+        """Same as `forward` from embeddings (B, T, E), so callers can attribute to tokens."""
+        x = self.embed_dropout(embedded)
+        state: State | None = None
+        for i, layer in enumerate(self.layers):
+            x, state = layer(x if i == 0 else self.dropout(x), lengths, packed)
+        if self.config.pool_embeddings:
+            x = torch.cat([x, embedded], dim=-1)  # (B, T, H*dirs + E)
+        pooled = self._pool(x, lengths)
+        assert state is not None
+        return self.head(self.dropout(pooled)), state
+
+    def _pool(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        lengths = lengths.to(x.device)
+        mask = length_mask(lengths, x.shape[1]).unsqueeze(-1)  # (B, T, 1)
+        pooled = []
+        for kind in self.config.pooling:
+            if kind == "last":
+                pooled.append(self._last(x, lengths))
+            elif kind == "mean":
+                pooled.append((x * mask).sum(1) / lengths.unsqueeze(1).to(x.dtype))
+            else:
+                pooled.append(x.masked_fill(~mask, float("-inf")).amax(1))
+        return torch.cat(pooled, dim=-1)  # (B, pooled_dim * len(pooling))
+
+    def _last(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Each direction's final output: forward at position len-1, backward at position 0."""
+        index = (lengths - 1).view(-1, 1, 1).expand(-1, 1, x.shape[-1])
+        last = x.gather(1, index).squeeze(1)  # (B, D)
+        if not self.config.bidirectional:
+            return last
+        hidden = self.config.hidden_dim
+        return torch.cat(
+            [last[:, :hidden], x[:, 0, hidden : 2 * hidden], last[:, 2 * hidden :]], -1
+        )
+
+
+class LanguageModel(nn.Module):
+    """Next-token model: `forward(tokens, state) -> (logits, state)`; state carries over."""
+
+    def __init__(self, config: LanguageModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embed_dim)
+        self.rnn = make_rnn(
+            config.cell, config.embed_dim, config.hidden_dim, config.num_layers, config.dropout
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.head: nn.Module
+        if config.adaptive_cutoffs:
+            self.head = nn.AdaptiveLogSoftmaxWithLoss(
+                config.hidden_dim,
+                config.vocab_size,
+                list(config.adaptive_cutoffs),
+                div_value=config.adaptive_div_value,
+            )
+        elif config.tie_weights:
+            # Tying needs the head's input to have the embedding's width.
+            projection: nn.Module = (
+                nn.Identity()
+                if config.hidden_dim == config.embed_dim
+                else nn.Linear(config.hidden_dim, config.embed_dim, bias=False)
+            )
+            decoder = nn.Linear(config.embed_dim, config.vocab_size)
+            decoder.weight = self.embedding.weight
+            self.head = nn.Sequential(projection, decoder)
+        else:
+            self.head = nn.Linear(config.hidden_dim, config.vocab_size)
+
+    def features(
+        self,
+        tokens: torch.Tensor,
+        state: State | None = None,
+        lengths: torch.Tensor | None = None,
+        packed: bool = True,
+    ) -> tuple[torch.Tensor, State]:
+        """tokens (B, T) -> hidden (B, T, H) after dropout, and the state after each row's end."""
+        x = self.dropout(self.embedding(tokens))  # (B, T, E)
+        hidden, new_state = run_rnn(self.rnn, x, lengths, state, packed)
+        return self.dropout(hidden), new_state
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden (..., H) -> logits (..., V); with an adaptive softmax, log-probabilities."""
+        if isinstance(self.head, nn.AdaptiveLogSoftmaxWithLoss):
+            flat = self.head.log_prob(hidden.reshape(-1, hidden.shape[-1]))
+            return flat.view(*hidden.shape[:-1], -1)
+        out: torch.Tensor = self.head(hidden)
+        return out
+
+    def target_log_probs(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """log p(target) for hidden (N, H), targets (N,); no full softmax when adaptive."""
+        if isinstance(self.head, nn.AdaptiveLogSoftmaxWithLoss):
+            output: torch.Tensor = self.head(hidden, targets).output
+            return output
+        log_probs = torch.log_softmax(self.logits(hidden).float(), dim=-1)
+        return log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        state: State | None = None,
+        lengths: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, State]:
+        """tokens (B, T) -> logits (B, T, V), state after each row's last real token."""
+        hidden, new_state = self.features(tokens, state, lengths)
+        return self.logits(hidden), new_state
+
+
+ARCHITECTURES: dict[str, tuple[type[ModelConfig], type[nn.Module]]] = {
+    "sequence-classifier": (ClassifierConfig, SequenceClassifier),
+    "language-model": (LanguageModelConfig, LanguageModel),
+}
+
+
+def architecture_name(config: ModelConfig) -> str:
+    return "sequence-classifier" if isinstance(config, ClassifierConfig) else "language-model"
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    """The module for a config."""
+    return ARCHITECTURES[architecture_name(config)][1](config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Distinct parameters (tied weights counted once)."""
+    return sum(p.numel() for p in model.parameters())

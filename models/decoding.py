@@ -1,0 +1,113 @@
+"""Pure decoding functions: top-k next tokens, seeded sampling (temperature, top-k, top-p), stop
+sequences, and incremental generation that carries the recurrent state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from models.architectures import LanguageModel
+from models.recurrent import State
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """temperature 0 means greedy; top_k 0 and top_p 1.0 mean no filtering."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+def top_k_next(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits (..., V) -> (probabilities (..., k), token ids (..., k)), most likely first."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    values, ids = probs.topk(min(k, probs.shape[-1]), dim=-1)
+    return values, ids
+
+
+def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """Scale by temperature and mask tokens outside top-k / the top-p nucleus; logits (V,)."""
+    scaled = logits.float() / params.temperature
+    if 0 < params.top_k < scaled.shape[-1]:
+        threshold = scaled.topk(params.top_k).values[-1]
+        scaled = scaled.masked_fill(scaled < threshold, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_logits, order = scaled.sort(descending=True)
+        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+        # drop a token once the mass before it already reaches top_p; the first always stays
+        drop_sorted = (cumulative - torch.softmax(sorted_logits, dim=-1)) >= params.top_p
+        scaled = scaled.masked_fill(drop_sorted.scatter(0, order, drop_sorted), float("-inf"))
+    return scaled
+
+
+def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
+    """One token id from logits (V,). One uniform draw per token, so a seed fixes the text."""
+    if params.temperature == 0:
+        return int(logits.argmax())
+    probs = torch.softmax(filter_logits(logits, params), dim=-1).double().cpu()
+    cumulative = probs.cumsum(0)
+    draw = torch.rand((), generator=generator, dtype=torch.float64) * cumulative[-1]
+    index = int(torch.searchsorted(cumulative, draw.reshape(1), right=True))
+    # float rounding can put the draw past the last non-zero bucket; step back to one that has mass
+    index = min(index, probs.shape[0] - 1)
+    while probs[index] == 0:
+        index -= 1
+    return index
+
+
+def find_stop(text: str, stops: Sequence[str], search_from: int = 0) -> int:
+    """Index where the earliest stop sequence begins in `text`, or -1 if none occurs."""
+    hits = [text.find(stop, search_from) for stop in stops if stop]
+    hits = [hit for hit in hits if hit >= 0]
+    return min(hits) if hits else -1
+
+
+def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A generator used by one request only (sampling runs on the CPU)."""
+    del device  # draws are taken on the CPU so a seed gives the same text on any device
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+@torch.inference_mode()
+def prefill(
+    model: LanguageModel, ids: Sequence[int], state: State | None = None
+) -> tuple[torch.Tensor, State]:
+    """Read prompt ids; return the logits for the next token (V,) and the state after the prompt."""
+    device = next(model.parameters()).device
+    tokens = torch.tensor([list(ids)], dtype=torch.long, device=device)  # (1, T)
+    logits, new_state = model(tokens, state)
+    return logits[0, -1], new_state
+
+
+@torch.inference_mode()
+def generate_ids(
+    model: LanguageModel,
+    prompt_ids: Sequence[int],
+    max_new_tokens: int,
+    params: SamplingParams,
+    generator: torch.Generator,
+) -> Iterator[int]:
+    """Yield sampled token ids one at a time; each step feeds one token and carries the state."""
+    if not prompt_ids:
+        raise ValueError("prompt_ids must hold at least one token")
+    logits, state = prefill(model, prompt_ids)
+    device = logits.device
+    for _ in range(max_new_tokens):
+        token = sample_next(logits, params, generator)
+        yield token
+        step = torch.tensor([[token]], dtype=torch.long, device=device)  # (1, 1)
+        step_logits, state = model(step, state)
+        logits = step_logits[0, -1]

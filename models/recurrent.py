@@ -1,0 +1,96 @@
+"""Recurrent building blocks shared by the architectures: cell choice, running a batch packed
+(inference) or padded (training) with identical results on real positions, and state helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, TypeAlias
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+CellType = Literal["lstm", "gru", "rnn"]
+CELLS: dict[str, Callable[..., nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+# LSTM state is (h, c), each (num_layers, B, H); GRU and RNN state is h alone.
+State: TypeAlias = "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"
+
+
+def make_rnn(
+    cell: str, input_dim: int, hidden_dim: int, num_layers: int = 1, dropout: float = 0.0
+) -> nn.RNNBase:
+    """One unidirectional, batch-first recurrent module of the named cell type."""
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+    return CELLS[cell](
+        input_dim,
+        hidden_dim,
+        num_layers=num_layers,
+        batch_first=True,
+        dropout=dropout if num_layers > 1 else 0.0,
+    )
+
+
+def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each row of (B, T, ...) over its first `lengths[b]` positions; padding stays last.
+
+    Running a forward-direction RNN over the result is exactly the backward direction of the real
+    tokens, because padding follows every real position and so never reaches them.
+    """
+    batch, steps = x.shape[0], x.shape[1]
+    positions = torch.arange(steps, device=x.device).expand(batch, steps)  # (B, T)
+    lengths = lengths.to(x.device).unsqueeze(1)  # (B, 1)
+    index = torch.where(positions < lengths, lengths - 1 - positions, positions)  # (B, T)
+    if x.dim() > 2:
+        index = index.view(batch, steps, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(1, index)
+
+
+def run_rnn(
+    rnn: nn.RNNBase,
+    x: torch.Tensor,
+    lengths: torch.Tensor | None,
+    state: State | None = None,
+    packed: bool = True,
+) -> tuple[torch.Tensor, State]:
+    """Run `rnn` over (B, T, D) inputs whose rows have `lengths` real positions.
+
+    packed=True packs the batch, so padding costs no compute and the returned state is the state
+    after each row's last real position. packed=False runs the padded batch (faster backward on
+    CPU); outputs at real positions are identical, but the returned state has read the padding.
+    """
+    if lengths is None or not packed:
+        output, new_state = rnn(x, state)
+        return output, new_state
+    packed_input = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    packed_output, new_state = rnn(packed_input, state)
+    output, _ = pad_packed_sequence(packed_output, batch_first=True, total_length=x.shape[1])
+    return output, new_state
+
+
+def length_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """(B, T) boolean mask, True at real positions."""
+    return torch.arange(steps, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
+
+
+def select_state(state: State, index: torch.Tensor) -> State:
+    """Rows `index` of a batched state (batch is dim 1)."""
+    if isinstance(state, tuple):
+        return (state[0][:, index], state[1][:, index])
+    return state[:, index]
+
+
+def concat_states(states: list[State]) -> State:
+    """Join per-sequence states along the batch dimension."""
+    pairs = [s for s in states if isinstance(s, tuple)]
+    if pairs:
+        return (torch.cat([h for h, _ in pairs], dim=1), torch.cat([c for _, c in pairs], dim=1))
+    return torch.cat([s for s in states if isinstance(s, torch.Tensor)], dim=1)
+
+
+def detach_state(state: State) -> State:
+    """Cut the graph behind a carried state (truncated backpropagation through time)."""
+    if isinstance(state, tuple):
+        return (state[0].detach(), state[1].detach())
+    return state.detach()

@@ -1,0 +1,216 @@
+"""Tokenizers behind one small interface: word vocabularies stored in the Hugging Face `tokenizers`
+JSON format, and a character vocabulary. Unknown input maps to the unknown id; it never raises."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from tokenizers import Regex, normalizers, pre_tokenizers
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers.models import WordLevel
+from tokenizers.trainers import WordLevelTrainer
+
+PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
+
+# A word keeps an inner apostrophe ("don't"); any other run of punctuation is one token per mark.
+_WORD_PATTERN = r"\w+(?:'\w+)*|[^\w\s]"
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """Token ids and, for each, its (start, end) character span in the original text."""
+
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+
+
+def truncate_ids(ids: list[int], max_length: int, head: int = 0) -> tuple[list[int], bool]:
+    """Keep the first `head` ids and the last `max_length - head`; say whether anything was cut."""
+    if len(ids) <= max_length:
+        return ids, False
+    return ids[:head] + ids[len(ids) - (max_length - head) :], True
+
+
+class Tokenizer(Protocol):
+    kind: str
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def unk_id(self) -> int: ...
+
+    @property
+    def pad_id(self) -> int | None: ...
+
+    @property
+    def eos_id(self) -> int | None: ...
+
+    def encode(self, text: str) -> Encoding: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def id_to_token(self, token_id: int) -> str: ...
+
+    def token_to_id(self, token: str) -> int | None: ...
+
+    def to_json(self) -> str: ...
+
+
+class WordTokenizer:
+    """A word vocabulary; the normalizer and pre-tokenizer travel inside the JSON."""
+
+    kind = "word"
+
+    def __init__(self, tokenizer: HFTokenizer) -> None:
+        if tokenizer.token_to_id(UNK) is None:
+            raise ValueError(f"a word vocabulary needs the unknown token {UNK!r}")
+        self._tokenizer = tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._tokenizer.get_vocab_size())
+
+    @property
+    def unk_id(self) -> int:
+        unk = self._tokenizer.token_to_id(UNK)
+        assert unk is not None  # checked in __init__
+        return int(unk)
+
+    @property
+    def pad_id(self) -> int | None:
+        return self._tokenizer.token_to_id(PAD)
+
+    @property
+    def eos_id(self) -> int | None:
+        return self._tokenizer.token_to_id(EOS)
+
+    def encode(self, text: str) -> Encoding:
+        encoded = self._tokenizer.encode(text, add_special_tokens=False)
+        return Encoding(list(encoded.ids), [tuple(o) for o in encoded.offsets])  # type: ignore[misc]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return " ".join(self.id_to_token(i) for i in ids)
+
+    def id_to_token(self, token_id: int) -> str:
+        token = self._tokenizer.id_to_token(int(token_id))
+        return UNK if token is None else str(token)
+
+    def token_to_id(self, token: str) -> int | None:
+        found = self._tokenizer.token_to_id(token)
+        return None if found is None else int(found)
+
+    def vocabulary(self) -> dict[str, int]:
+        return dict(self._tokenizer.get_vocab())
+
+    def to_json(self) -> str:
+        return str(self._tokenizer.to_str())
+
+
+def new_word_pipeline(style: str) -> HFTokenizer:
+    """An empty word-level tokenizer with the normalizer and pre-tokenizer of a style.
+
+    - "text": raw user text (reviews): NFKC, HTML line breaks removed, lower-cased, words and
+      punctuation marks split apart.
+    - "pretokenized": corpora already split on spaces (WikiText, PTB): split on whitespace only,
+      so the vocabulary is exactly the corpus's own.
+    """
+    tokenizer = HFTokenizer(WordLevel(vocab={UNK: 0}, unk_token=UNK))
+    if style == "text":
+        tokenizer.normalizer = normalizers.Sequence(
+            [normalizers.NFKC(), normalizers.Replace("<br />", "  "), normalizers.Lowercase()]
+        )
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.WhitespaceSplit(),
+                pre_tokenizers.Split(Regex(_WORD_PATTERN), "isolated"),
+            ]
+        )
+    elif style == "pretokenized":
+        tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    else:
+        raise ValueError(f"style must be 'text' or 'pretokenized', got {style!r}")
+    return tokenizer
+
+
+def fit_word_tokenizer(
+    texts: Iterable[str],
+    style: str,
+    *,
+    max_vocab: int | None = None,
+    min_frequency: int = 1,
+    specials: Sequence[str] = (PAD, UNK),
+) -> WordTokenizer:
+    """Fit a vocabulary on `texts` (the training split only); specials take the first ids."""
+    tokenizer = new_word_pipeline(style)
+    trainer = WordLevelTrainer(
+        vocab_size=max_vocab or 10**9,
+        min_frequency=min_frequency,
+        special_tokens=list(specials),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    return WordTokenizer(tokenizer)
+
+
+class CharTokenizer:
+    """One id per character; id 0 is the unknown character."""
+
+    kind = "char"
+
+    def __init__(self, chars: Sequence[str]) -> None:
+        if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
+            raise ValueError("a character vocabulary needs distinct single characters")
+        self._chars = [UNK, *chars]
+        self._ids = {c: i for i, c in enumerate(self._chars) if i > 0}
+
+    @classmethod
+    def fit(cls, text: str) -> CharTokenizer:
+        return cls(sorted(set(text)))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._chars)
+
+    @property
+    def unk_id(self) -> int:
+        return 0
+
+    @property
+    def pad_id(self) -> int | None:
+        return None
+
+    @property
+    def eos_id(self) -> int | None:
+        return None
+
+    def encode(self, text: str) -> Encoding:
+        ids = [self._ids.get(c, 0) for c in text]
+        return Encoding(ids, [(i, i + 1) for i in range(len(text))])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self.id_to_token(i) if i else "\ufffd" for i in ids)
+
+    def id_to_token(self, token_id: int) -> str:
+        return self._chars[token_id] if 0 <= token_id < len(self._chars) else UNK
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._ids.get(token)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"type": "char", "version": 1, "vocab": self._chars[1:]}, ensure_ascii=False
+        )
+
+
+def tokenizer_from_json(text: str) -> Tokenizer:
+    """Read either tokenizer kind from its JSON; raises ValueError when it is neither."""
+    data = json.loads(text)
+    if isinstance(data, dict) and data.get("type") == "char":
+        return CharTokenizer(data["vocab"])
+    if isinstance(data, dict) and "model" in data:
+        return WordTokenizer(HFTokenizer.from_str(text))
+    raise ValueError("not a word (tokenizers JSON) or character vocabulary")

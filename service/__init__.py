@@ -1,0 +1,1 @@
+"""lstm-serve's HTTP service: loads checkpoints at startup and serves them."""

@@ -1,0 +1,58 @@
+"""Tokenizers: offsets point into the original text; unknown input maps to the unknown id."""
+
+from __future__ import annotations
+
+from models.tokenizers import (
+    CharTokenizer,
+    WordTokenizer,
+    fit_word_tokenizer,
+    tokenizer_from_json,
+)
+
+
+def _text_tokenizer() -> WordTokenizer:
+    return fit_word_tokenizer(["A good film. A GOOD film!", "bad film"], "text")
+
+
+def test_text_style_lowercases_splits_punctuation_and_keeps_offsets() -> None:
+    tokenizer = _text_tokenizer()
+    text = "Good<br />film, don't"
+    encoding = tokenizer.encode(text)
+    pieces = [text[start:end] for start, end in encoding.offsets]
+    assert pieces == ["Good", "film", ",", "don't"]
+    assert encoding.ids[0] == tokenizer.token_to_id("good")
+    assert encoding.ids[3] == tokenizer.unk_id
+
+
+def test_specials_take_the_first_ids() -> None:
+    tokenizer = _text_tokenizer()
+    assert (tokenizer.pad_id, tokenizer.unk_id) == (0, 1)
+    assert tokenizer.vocab_size == 2 + len({"a", "good", "film", ".", "!", "bad"})
+
+
+def test_pretokenized_style_keeps_corpus_tokens() -> None:
+    tokenizer = fit_word_tokenizer(["the cat @-@ sat <unk>"], "pretokenized", specials=["<unk>"])
+    ids = tokenizer.encode("the cat @-@ dog").ids
+    assert [tokenizer.id_to_token(i) for i in ids] == ["the", "cat", "@-@", "<unk>"]
+
+
+def test_word_tokenizer_json_round_trip() -> None:
+    tokenizer = _text_tokenizer()
+    restored = tokenizer_from_json(tokenizer.to_json())
+    assert restored.encode("a bad, good film").ids == tokenizer.encode("a bad, good film").ids
+
+
+def test_char_tokenizer_round_trip_and_unknown() -> None:
+    tokenizer = CharTokenizer.fit("hello world")
+    restored = tokenizer_from_json(tokenizer.to_json())
+    encoding = restored.encode("hold✓")
+    assert encoding.ids[-1] == restored.unk_id == 0
+    assert encoding.offsets[-1] == (4, 5)
+    assert restored.decode(restored.encode("hello").ids) == "hello"
+    assert restored.vocab_size == len(set("hello world")) + 1
+
+
+def test_empty_and_unknown_text_never_raise() -> None:
+    tokenizer = _text_tokenizer()
+    assert tokenizer.encode("").ids == []
+    assert set(tokenizer.encode("\x00 𝔘𝔫𝔨 שלום 🙂").ids) == {tokenizer.unk_id}

@@ -1,0 +1,1 @@
+"""Offline training of lstm-serve's models: data -> tokenizer -> trained, evaluated checkpoint."""

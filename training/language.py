@@ -1,0 +1,234 @@
+"""The language-model tasks: `next-word` (words, WikiText-2) and `generate` (characters, Tiny
+Shakespeare), trained with truncated backpropagation through time over parallel streams."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from models.architectures import LanguageModel, LanguageModelConfig
+from models.checkpoint import CheckpointConfig
+from models.recurrent import State, detach_state
+from models.tokenizers import EOS, UNK, CharTokenizer, Tokenizer, WordTokenizer, fit_word_tokenizer
+from training.config import LanguageModelTrainConfig
+from training.data import CORPORA, DataError, download, read_text, sha256_of
+
+
+@dataclass(frozen=True)
+class TextSplits:
+    train: str
+    valid: str
+    test: str
+    name: str
+    sha256: dict[str, str]
+
+
+def _first_existing(directory: Path, names: list[str]) -> Path | None:
+    for name in names:
+        for candidate in (directory / name, directory / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def load_word_splits(config: LanguageModelTrainConfig) -> TextSplits:
+    """WikiText-style train/valid/test files; a missing valid file is cut from the end of train."""
+    if config.data is None:
+        corpus = CORPORA["wikitext-2"]
+        paths = {s: download(r, Path(config.cache_dir)) for s, r in corpus.remotes.items()}
+        name = corpus.name
+    else:
+        root = Path(config.data)
+        found = {s: _first_existing(root, [f"{s}.txt", f"wiki.{s}.tokens"]) for s in
+                 ("train", "valid", "test")}
+        if found["train"] is None or found["test"] is None:
+            raise DataError(f"{root}: needs train.txt and test.txt (optionally .gz)")
+        paths = {s: p for s, p in found.items() if p is not None}
+        name = root.name
+    texts = {split: read_text(path) for split, path in paths.items()}
+    if "valid" not in texts:
+        lines = texts["train"].splitlines(keepends=True)
+        cut = len(lines) - max(1, int(len(lines) * config.valid_fraction))
+        texts["train"], texts["valid"] = "".join(lines[:cut]), "".join(lines[cut:])
+    hashes = {path.name: sha256_of(path) for path in paths.values()}
+    return TextSplits(texts["train"], texts["valid"], texts["test"], name, hashes)
+
+
+def load_char_splits(config: LanguageModelTrainConfig) -> TextSplits:
+    """One text: the last `test_fraction` is the test split (never trained on), the part before
+    it `valid_fraction` the validation split."""
+    if config.data is None:
+        path = download(CORPORA["tinyshakespeare"].remotes["text"], Path(config.cache_dir))
+    else:
+        root = Path(config.data)
+        found = _first_existing(root, ["input.txt"]) if root.is_dir() else root
+        if found is None or not found.is_file():
+            raise DataError(f"{root}: no input.txt (optionally .gz) found")
+        path = found
+    text = read_text(path)
+    test_start = int(len(text) * (1 - config.test_fraction))
+    valid_start = int(len(text) * (1 - config.test_fraction - config.valid_fraction))
+    return TextSplits(text[:valid_start], text[valid_start:test_start], text[test_start:],
+                      path.name.removesuffix(".gz"), {path.name: sha256_of(path)})
+
+
+def word_ids(tokenizer: WordTokenizer, text: str) -> torch.Tensor:
+    """Whitespace tokens with one <eos> per line, as the WikiText-2 benchmark counts them."""
+    vocab, unk = tokenizer.vocabulary(), tokenizer.unk_id
+    eos = tokenizer.eos_id
+    assert eos is not None
+    ids: list[int] = []
+    for line in text.splitlines():
+        ids.extend(vocab.get(word, unk) for word in line.split())
+        ids.append(eos)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def char_ids(tokenizer: Tokenizer, text: str) -> torch.Tensor:
+    return torch.tensor(tokenizer.encode(text).ids, dtype=torch.long)
+
+
+def streams(ids: torch.Tensor, count: int) -> torch.Tensor:
+    """(N,) -> (count, N // count): parallel streams, each a contiguous stretch of the text."""
+    length = ids.numel() // count
+    return ids[: length * count].view(count, length)
+
+
+class _Objective(nn.Module):
+    """Wraps the model so DistributedDataParallel sees the loss computation as one forward."""
+
+    def __init__(self, model: LanguageModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, inputs: torch.Tensor, targets: torch.Tensor, state: State | None
+    ) -> tuple[torch.Tensor, State]:
+        hidden, new_state = self.model.features(inputs, state)  # (B, T, H)
+        log_probs = self.model.target_log_probs(hidden.reshape(-1, hidden.shape[-1]).float(),
+                                                targets.reshape(-1))
+        return -log_probs.mean(), new_state
+
+
+class LanguageModelTask:
+    metric = "loss"
+    higher_is_better = False
+
+    def __init__(
+        self, config: LanguageModelTrainConfig, splits: TextSplits, tokenizer: Tokenizer,
+        train_ids: torch.Tensor, valid_ids: torch.Tensor,
+    ) -> None:
+        self.config, self.splits, self.tokenizer = config, splits, tokenizer
+        self.train_ids, self.valid_ids = train_ids, valid_ids
+        self.state: State | None = None
+
+    def objective(self, model: nn.Module) -> nn.Module:
+        assert isinstance(model, LanguageModel)
+        return _Objective(model)
+
+    def steps_per_epoch(self, world: int) -> int:
+        length = self.train_ids.numel() // (self.config.batch_size * world)
+        steps = (length - 1 - self.config.bptt) // self.config.bptt
+        limit = self.config.max_train_batches
+        return min(steps, limit) if limit else steps
+
+    def start_epoch(self) -> None:
+        self.state = None
+
+    def batches(self, epoch: int, rank: int, world: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        data = streams(self.train_ids, self.config.batch_size * world)
+        data = data[rank * self.config.batch_size : (rank + 1) * self.config.batch_size]
+        # a different window phase each epoch, so the same cut points do not recur
+        offset = random.Random(self.config.seed * 1000 + epoch).randrange(self.config.bptt)
+        for step in range(self.steps_per_epoch(world)):
+            start = offset + step * self.config.bptt
+            window = data[:, start : start + self.config.bptt + 1]
+            yield window[:, :-1], window[:, 1:]
+
+    def loss(self, objective: nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, int]:
+        inputs, targets = batch
+        device = next(objective.parameters()).device
+        state = None if self.state is None else detach_state(self.state)
+        loss, self.state = objective(inputs.to(device), targets.to(device), state)
+        return loss, inputs.numel()
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        assert isinstance(model, LanguageModel)
+        return evaluate_ids(model, self.valid_ids, self.config.eval_batch_size,
+                            self.config.eval_bptt, self.config.max_eval_batches)
+
+
+def evaluate_ids(
+    model: LanguageModel, ids: torch.Tensor, batch_size: int, bptt: int, max_batches: int = 0,
+    top_k: tuple[int, ...] = (),
+) -> dict[str, float]:
+    """Mean next-token loss in nats over every position (state carried), perplexity, bits per
+    token, and top-k accuracy for each k asked for (needs full distributions: slower)."""
+    device = next(model.parameters()).device
+    data = streams(ids, batch_size).to(device)
+    state: State | None = None
+    nll, count = 0.0, 0
+    hits = dict.fromkeys(top_k, 0)
+    windows = range(0, data.shape[1] - 1, bptt)
+    with torch.inference_mode():
+        for number, start in enumerate(windows):
+            if max_batches and number >= max_batches:
+                break
+            inputs = data[:, start : start + bptt]
+            targets = data[:, start + 1 : start + 1 + bptt]
+            inputs = inputs[:, : targets.shape[1]]
+            hidden, state = model.features(inputs, state)
+            flat, flat_targets = hidden.reshape(-1, hidden.shape[-1]).float(), targets.reshape(-1)
+            nll -= float(model.target_log_probs(flat, flat_targets).sum())
+            count += flat_targets.numel()
+            for chunk in range(0, flat.shape[0], 1024) if top_k else ():
+                logits = model.logits(flat[chunk : chunk + 1024])
+                best = logits.topk(max(top_k), dim=-1).indices
+                wanted = flat_targets[chunk : chunk + 1024, None]
+                for k in top_k:
+                    hits[k] += int((best[:, :k] == wanted).any(-1).sum())
+    loss = nll / max(1, count)
+    metrics = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)),
+               "bits_per_token": loss / math.log(2), "tokens": float(count)}
+    metrics.update({f"top{k}_accuracy": hits[k] / max(1, count) for k in top_k})
+    return metrics
+
+
+def build(
+    task_name: str, config: LanguageModelTrainConfig
+) -> tuple[LanguageModelTask, LanguageModel, CheckpointConfig, torch.Tensor]:
+    """Data, tokenizer (fitted on the training split), model, checkpoint config and test ids."""
+    if task_name == "next-word":
+        splits = load_word_splits(config)
+        word_tokenizer = fit_word_tokenizer(splits.train.splitlines(), "pretokenized",
+                                            specials=(UNK, EOS))
+        tokenizer: Tokenizer = word_tokenizer
+        encode = lambda text: word_ids(word_tokenizer, text)  # noqa: E731
+    else:
+        splits = load_char_splits(config)
+        tokenizer = CharTokenizer.fit(splits.train)
+        encode = lambda text: char_ids(tokenizer, text)  # noqa: E731
+    cutoffs = tuple(c for c in config.adaptive_cutoffs if c < tokenizer.vocab_size - 1)
+    if config.smoke and config.adaptive_cutoffs:
+        cutoffs = (tokenizer.vocab_size // 4, tokenizer.vocab_size // 2)
+    elif cutoffs != config.adaptive_cutoffs:
+        raise ValueError(f"adaptive_cutoffs {config.adaptive_cutoffs} must be below the "
+                         f"vocabulary size {tokenizer.vocab_size}")
+    model_config = LanguageModelConfig(
+        vocab_size=tokenizer.vocab_size, embed_dim=config.embed_dim, hidden_dim=config.hidden_dim,
+        num_layers=config.num_layers, cell=config.cell, dropout=config.dropout,
+        tie_weights=config.tie_weights, adaptive_cutoffs=cutoffs,
+        adaptive_div_value=config.adaptive_div_value,
+    )
+    checkpoint_config = CheckpointConfig(
+        task=task_name, model=model_config, tokenizer=tokenizer.kind,
+        max_length=config.max_length, dtype=config.storage_dtype,
+    )
+    task = LanguageModelTask(config, splits, tokenizer, encode(splits.train), encode(splits.valid))
+    return task, LanguageModel(model_config), checkpoint_config, encode(splits.test)

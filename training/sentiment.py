@@ -1,0 +1,200 @@
+"""The `sentiment` task: many-to-one classification of IMDB reviews (or a user's labelled file)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from models.architectures import ClassifierConfig, SequenceClassifier
+from models.checkpoint import CheckpointConfig
+from models.tokenizers import Tokenizer, WordTokenizer, fit_word_tokenizer, truncate_ids
+from training.config import SentimentConfig
+from training.data import (
+    CORPORA,
+    DataError,
+    Example,
+    download,
+    read_imdb_archive,
+    read_labeled,
+    sha256_of,
+    split_validation,
+)
+
+LABELS = ("negative", "positive")
+
+
+@dataclass(frozen=True)
+class LabeledData:
+    train: list[Example]
+    valid: list[Example]
+    test: list[Example]
+    name: str
+    sha256: dict[str, str]
+
+
+def _find(directory: Path, split: str) -> Path | None:
+    for suffix in (".jsonl.gz", ".jsonl", ".csv.gz", ".csv"):
+        if (directory / f"{split}{suffix}").is_file():
+            return directory / f"{split}{suffix}"
+    return None
+
+
+def load_data(config: SentimentConfig) -> LabeledData:
+    """Local directory with train/test files, or the official archive downloaded and verified."""
+    if config.data is None:
+        archive = download(CORPORA["imdb"].remotes["archive"], Path(config.cache_dir))
+        train_all = read_imdb_archive(archive, "train")
+        test = read_imdb_archive(archive, "test")
+        name, hashes = "imdb (aclImdb_v1.tar.gz)", {archive.name: sha256_of(archive)}
+    else:
+        root = Path(config.data)
+        train_path = _find(root, "train") if root.is_dir() else root
+        test_path = _find(root, "test") if root.is_dir() else None
+        if train_path is None or not train_path.is_file():
+            raise DataError(f"{root}: no train.jsonl/.csv (optionally .gz) found")
+        train_all = read_labeled(train_path)
+        test = read_labeled(test_path) if test_path else []
+        name = root.name
+        hashes = {p.name: sha256_of(p) for p in (train_path, test_path) if p is not None}
+    train, valid = split_validation(train_all, config.valid_fraction, config.seed)
+    return LabeledData(train, valid, test, name, hashes)
+
+
+def encode(tokenizer: Tokenizer, text: str, max_length: int, head: int) -> list[int]:
+    """Token ids, keeping the first `head` and last `max_length - head` of an over-long text."""
+    return truncate_ids(tokenizer.encode(text).ids or [tokenizer.unk_id], max_length, head)[0]
+
+
+def pad_batch(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(r) for r in rows])
+    tokens = torch.full((len(rows), int(lengths.max())), pad_id, dtype=torch.long)
+    for i, row in enumerate(rows):
+        tokens[i, : len(row)] = torch.tensor(row)
+    return tokens, lengths
+
+
+def bucketed(
+    rows: list[tuple[list[int], int]], batch_size: int, rng: random.Random
+) -> list[list[tuple[list[int], int]]]:
+    """Shuffle, sort within pools of 50 batches by length, cut into batches, shuffle batches."""
+    order = rows[:]
+    rng.shuffle(order)
+    pool = batch_size * 50
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start : start + pool], key=lambda r: len(r[0]))
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+class SentimentTask:
+    metric = "accuracy"
+    higher_is_better = True
+
+    def __init__(self, config: SentimentConfig, data: LabeledData, tokenizer: WordTokenizer) -> None:
+        self.config, self.data, self.tokenizer = config, data, tokenizer
+        self.device = torch.device("cpu")
+        self.train_rows = self._encode(data.train)
+        self.valid_rows = self._encode(data.valid)
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self._batches_per_epoch = len(self._epoch_batches(0))
+
+    def _encode(self, examples: list[Example]) -> list[tuple[list[int], int]]:
+        cfg = self.config
+        return [(encode(self.tokenizer, e.text, cfg.max_length, cfg.head_tokens), e.label)
+                for e in examples]
+
+    def _epoch_batches(self, epoch: int) -> list[list[tuple[list[int], int]]]:
+        batches = bucketed(self.train_rows, self.config.batch_size,
+                           random.Random(self.config.seed * 1000 + epoch))
+        limit = self.config.max_train_batches
+        return batches[:limit] if limit else batches
+
+    def steps_per_epoch(self, world: int) -> int:
+        return self._batches_per_epoch // world
+
+    def start_epoch(self) -> None:
+        return None
+
+    def objective(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def batches(self, epoch: int, rank: int, world: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        all_batches = self._epoch_batches(epoch)
+        for batch in all_batches[rank : self.steps_per_epoch(world) * world : world]:
+            tokens, lengths = pad_batch([r for r, _ in batch], self.tokenizer.pad_id or 0)
+            yield tokens, lengths, torch.tensor([label for _, label in batch])
+
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, int]:
+        tokens, lengths, labels = batch
+        device = next(model.parameters()).device
+        # padded path: bucketing keeps padding small and its backward is faster on CPU than packed
+        logits, _ = model(tokens.to(device), lengths.to(device), packed=False)
+        return self.loss_fn(logits.float(), labels.to(device)), int(lengths.sum())
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        return evaluate_rows(model, self.valid_rows, self.tokenizer.pad_id or 0,
+                             self.config.max_eval_batches)
+
+
+def evaluate_rows(
+    model: nn.Module, rows: list[tuple[list[int], int]], pad_id: int, max_batches: int = 0,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """Accuracy, F1 of the positive class and mean loss, batches sorted by length."""
+    device = next(model.parameters()).device
+    ordered = sorted(rows, key=lambda r: len(r[0]))
+    chunks = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+    if max_batches:
+        chunks = chunks[:max_batches]
+    true_pos = false_pos = false_neg = correct = total = 0
+    loss_sum = 0.0
+    with torch.inference_mode():
+        for chunk in chunks:
+            tokens, lengths = pad_batch([r for r, _ in chunk], pad_id)
+            labels = torch.tensor([label for _, label in chunk], device=device)
+            logits, _ = model(tokens.to(device), lengths.to(device))
+            loss_sum += float(nn.functional.cross_entropy(logits.float(), labels, reduction="sum"))
+            predicted = logits.argmax(-1)
+            correct += int((predicted == labels).sum())
+            true_pos += int(((predicted == 1) & (labels == 1)).sum())
+            false_pos += int(((predicted == 1) & (labels == 0)).sum())
+            false_neg += int(((predicted == 0) & (labels == 1)).sum())
+            total += len(chunk)
+    precision = true_pos / max(1, true_pos + false_pos)
+    recall = true_pos / max(1, true_pos + false_neg)
+    f1 = 2 * precision * recall / max(1e-12, precision + recall)
+    return {"accuracy": correct / max(1, total), "f1": f1, "loss": loss_sum / max(1, total),
+            "examples": float(total)}
+
+
+def build(config: SentimentConfig, data: LabeledData) -> tuple[SentimentTask, SequenceClassifier,
+                                                                 CheckpointConfig]:
+    """Fit the tokenizer on the training split, build the model and the checkpoint config."""
+    tokenizer = fit_word_tokenizer((e.text for e in data.train), "text", max_vocab=config.max_vocab,
+                                   min_frequency=config.min_frequency)
+    model_config = ClassifierConfig(
+        vocab_size=tokenizer.vocab_size, embed_dim=config.embed_dim, hidden_dim=config.hidden_dim,
+        num_layers=config.num_layers, cell=config.cell, bidirectional=config.bidirectional,
+        dropout=config.dropout, embed_dropout=config.embed_dropout, pooling=config.pooling,
+        pool_embeddings=config.pool_embeddings, padding_id=tokenizer.pad_id or 0,
+    )
+    checkpoint_config = CheckpointConfig(
+        task="sentiment", model=model_config, tokenizer="word", max_length=config.max_length,
+        labels=LABELS, dtype=config.storage_dtype, head_tokens=config.head_tokens,
+    )
+    return SentimentTask(config, data, tokenizer), SequenceClassifier(model_config), checkpoint_config
+
+
+def test_metrics(task: SentimentTask, model: nn.Module) -> dict[str, float]:
+    """Evaluate once on the test split (after training is over)."""
+    if not task.data.test:
+        return {}
+    rows = task._encode(task.data.test)
+    return evaluate_rows(model, rows, task.tokenizer.pad_id or 0, task.config.max_eval_batches)
