@@ -4,6 +4,7 @@ JSON format, and a character vocabulary. Unknown input maps to the unknown id; i
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -11,7 +12,6 @@ from typing import Protocol
 from tokenizers import Regex, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers.models import WordLevel
-from tokenizers.trainers import WordLevelTrainer
 
 PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 
@@ -144,16 +144,22 @@ def fit_word_tokenizer(
     min_frequency: int = 1,
     specials: Sequence[str] = (PAD, UNK),
 ) -> WordTokenizer:
-    """Fit a vocabulary on `texts` (the training split only); specials take the first ids."""
-    tokenizer = new_word_pipeline(style)
-    trainer = WordLevelTrainer(
-        vocab_size=max_vocab or 10**9,
-        min_frequency=min_frequency,
-        special_tokens=list(specials),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(texts, trainer)
-    return WordTokenizer(tokenizer)
+    """Fit a vocabulary on `texts` (the training split only): the specials take the first ids,
+    then words by falling frequency (ties alphabetical), so the same texts give the same ids."""
+    pipeline = new_word_pipeline(style)
+    counts: Counter[str] = Counter()
+    for text in texts:
+        if pipeline.normalizer is not None:
+            text = pipeline.normalizer.normalize_str(text)
+        counts.update(word for word, _ in pipeline.pre_tokenizer.pre_tokenize_str(text))
+    vocab = {token: i for i, token in enumerate(dict.fromkeys(specials))}
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    for word, count in ranked:
+        if count < min_frequency or (max_vocab and len(vocab) >= max_vocab):
+            break
+        vocab.setdefault(word, len(vocab))
+    pipeline.model = WordLevel(vocab=vocab, unk_token=UNK)
+    return WordTokenizer(pipeline)
 
 
 class CharTokenizer:

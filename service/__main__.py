@@ -1,21 +1,50 @@
-"""`python -m service`: run the HTTP service under uvicorn."""
+"""`python -m service`: serve the configured checkpoints under uvicorn (uvloop + httptools)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 
 import uvicorn
 
 from service.app import create_app
+from service.settings import Settings
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
-    uvicorn.run(create_app(), host=args.host, port=args.port, loop="uvloop", http="httptools")
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(message)s")
+    failure: list[str] = []
+    server: uvicorn.Server | None = None
+
+    def on_fatal(reason: str) -> None:
+        failure.append(reason)
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, on_fatal)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if failure:
+        print(f"lstm-serve did not start: {failure[0]}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

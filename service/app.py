@@ -1,16 +1,79 @@
-"""The application factory."""
+"""The application factory: settings in, a FastAPI app out. Its lifespan starts the inference
+thread and loads every checkpoint in the background; readiness turns true once all are warm."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from service.api import errors, generate, health, predict
+from service.api.deps import ServiceState
+from service.api.middleware import RequestMiddleware
+from service.engine import Engine
+from service.metrics import Metrics
+from service.registry import Registry, StartupError
+from service.settings import Settings
+
+logger = logging.getLogger("lstm_serve")
+
+DESCRIPTION = """Sentiment, next-word suggestions and text generation from recurrent (LSTM, GRU,
+RNN) models. Every error uses one envelope: `{"error", "error_type", "request_id", "details"}`."""
 
 
-def create_app() -> FastAPI:
-    app = FastAPI(title="lstm-serve")
+async def _load(state: ServiceState, on_fatal: Callable[[str], None] | None) -> None:
+    try:
+        await state.engine.call(state.registry.load_all)
+        state.metrics.models_loaded.set(len(state.registry.models))
+        logger.info(
+            "ready: %d models in %.2f s", len(state.registry.models), state.registry.load_seconds
+        )
+    except StartupError as error:
+        state.failed = str(error)
+        logger.error("startup failed: %s", error)
+        if on_fatal is not None:
+            on_fatal(str(error))
 
-    @app.get("/health/live")
-    async def live() -> dict[str, str]:
-        """The process is up."""
-        return {"status": "ok"}
 
+def create_app(
+    settings: Settings | None = None, on_fatal: Callable[[str], None] | None = None
+) -> FastAPI:
+    """Build the app; `on_fatal` is called when a required checkpoint fails to load."""
+    settings = settings or Settings()
+    metrics = Metrics()
+    engine = Engine(
+        threads=settings.torch_threads,
+        max_batch_size=settings.max_batch_size,
+        max_queue=settings.max_queue,
+        observer=metrics,
+    )
+    state = ServiceState(settings, engine, Registry(settings, engine), metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine.start()
+        loading = asyncio.create_task(_load(state, on_fatal))
+        try:
+            yield
+        finally:
+            loading.cancel()
+            await asyncio.to_thread(engine.stop)
+
+    app = FastAPI(title="lstm-serve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.service = state
+    errors.install(app)
+    for router in (health.router, predict.router, generate.router):
+        app.include_router(router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+        )
+    app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     return app

@@ -28,7 +28,7 @@ from training.config import (
     resolve_config,
     smoke_overrides,
 )
-from training.export import model_card, plot_curves
+from training.export import command_line, model_card, plot_curves
 from training.loop import Trainer, pick_device, seed_everything
 
 
@@ -39,26 +39,44 @@ def _round_to_storage(model: nn.Module, dtype: str) -> None:
             parameter.copy_(parameter.to(STORAGE_DTYPES[dtype]).to(parameter.dtype))
 
 
-def _samples(model: LanguageModel, task: language.LanguageModelTask, seed: int) -> list[dict[str, str]]:
+def _samples(
+    model: LanguageModel, task: language.LanguageModelTask, seed: int
+) -> list[dict[str, str]]:
     out = []
     for prompt in task.config.sample_prompts:
         ids = task.tokenizer.encode(prompt).ids
         params = SamplingParams(temperature=0.8, top_k=0, top_p=0.95)
-        new = list(generate_ids(model, ids, 300 if task.tokenizer.kind == "char" else 40, params,
-                                make_generator(seed)))
+        new = list(
+            generate_ids(
+                model,
+                ids,
+                300 if task.tokenizer.kind == "char" else 40,
+                params,
+                make_generator(seed),
+            )
+        )
         joiner = "" if task.tokenizer.kind == "char" else " "
-        out.append({"prompt": prompt, "seed": str(seed), "temperature": "0.8", "top_p": "0.95",
-                    "text": prompt + joiner + task.tokenizer.decode(new)})
+        out.append(
+            {
+                "prompt": prompt,
+                "seed": str(seed),
+                "temperature": "0.8",
+                "top_p": "0.95",
+                "text": prompt + joiner + task.tokenizer.decode(new),
+            }
+        )
     return out
 
 
-def train(task_name: str, config: TrainConfig) -> Path | None:
-    """Train, evaluate once on the test split, export; returns the checkpoint path (rank 0)."""
+def train(task_name: str, config: TrainConfig, argv: list[str] | None = None) -> Path | None:
+    """Train, evaluate once on the test split, export; returns the checkpoint path (rank 0).
+    `argv` is the command line recorded in the card (default: this process's arguments)."""
     torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     started = time.perf_counter()
     test_ids: torch.Tensor | None = None
     task: sentiment.SentimentTask | language.LanguageModelTask
+    model: nn.Module
     if isinstance(config, SentimentConfig):
         task, model, checkpoint_config = sentiment.build(config, sentiment.load_data(config))
     else:
@@ -67,8 +85,10 @@ def train(task_name: str, config: TrainConfig) -> Path | None:
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config_as_dict(config), indent=2) + "\n")
-    print(f"{task_name}: {count_parameters(model):,} parameters, vocabulary "
-          f"{task.tokenizer.vocab_size:,}, {task.steps_per_epoch(1)} steps per epoch")
+    print(
+        f"{task_name}: {count_parameters(model):,} parameters, vocabulary "
+        f"{task.tokenizer.vocab_size:,}, {task.steps_per_epoch(1)} steps per epoch"
+    )
     trainer = Trainer(config, task, model, run_dir)
     history = trainer.fit()
     if not trainer.main:
@@ -83,15 +103,29 @@ def train(task_name: str, config: TrainConfig) -> Path | None:
         assert isinstance(model, LanguageModel) and test_ids is not None
         assert isinstance(config, LanguageModelTrainConfig)
         top_k = (1, 3) if task_name == "next-word" else ()
-        test = language.evaluate_ids(model, test_ids.to(trainer.device), config.eval_batch_size,
-                                     config.eval_bptt, config.max_eval_batches, top_k)
+        test = language.evaluate_ids(
+            model,
+            test_ids.to(trainer.device),
+            config.eval_batch_size,
+            config.eval_bptt,
+            config.max_eval_batches,
+            top_k,
+        )
         samples = _samples(model, task, config.seed)
         dataset, hashes = task.splits.name, task.splits.sha256
     print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
     card = model_card(
-        task=task_name, dataset=dataset, dataset_sha256=hashes, test_metrics=test, history=history,
-        config=config_as_dict(config), parameters=count_parameters(model),
-        wall_time_s=time.perf_counter() - started, device=trainer.device, samples=samples,
+        task=task_name,
+        dataset=dataset,
+        dataset_sha256=hashes,
+        test_metrics=test,
+        history=history,
+        config=config_as_dict(config),
+        parameters=count_parameters(model),
+        wall_time_s=time.perf_counter() - started,
+        device=trainer.device,
+        samples=samples,
+        command=command_line(argv),
     )
     export_dir = Path(config.export_dir) if config.export_dir else run_dir / "checkpoint"
     save_checkpoint(export_dir, model.cpu(), checkpoint_config, task.tokenizer, card)
@@ -100,22 +134,34 @@ def train(task_name: str, config: TrainConfig) -> Path | None:
     return export_dir
 
 
-def evaluate(checkpoint: str, data: str, threads: int, device: str) -> dict[str, float]:
-    """Measure a checkpoint on the test split of `data`, as its training run split it."""
+def evaluate(checkpoint: str, data: str | None, threads: int, device: str) -> dict[str, float]:
+    """Measure a checkpoint on the test split of `data` (None: the downloaded corpus), split and
+    capped as its training run did, so the card's test metrics are reproduced."""
     torch.set_num_threads(threads)
     loaded = load_checkpoint(checkpoint, device=pick_device(device))
     card_config: dict[str, Any] = loaded.card.get("config", {})
     task_name = loaded.config.task
     cls = TASK_CONFIGS[task_name]
     known = {f.name for f in dataclasses.fields(cls)}
-    config = cls(**{k: tuple(v) if isinstance(v, list) else v
-                    for k, v in card_config.items() if k in known})
+    values: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in card_config.items() if k in known
+    }
+    config = cls(**values)
     config.data = data
     if isinstance(config, SentimentConfig):
         examples = sentiment.load_data(config).test
-        rows = [(sentiment.encode(loaded.tokenizer, e.text, loaded.config.max_length,
-                                  loaded.config.head_tokens), e.label) for e in examples]
-        return sentiment.evaluate_rows(loaded.model, rows, loaded.tokenizer.pad_id or 0)
+        rows = [
+            (
+                sentiment.encode(
+                    loaded.tokenizer, e.text, loaded.config.max_length, loaded.config.head_tokens
+                ),
+                e.label,
+            )
+            for e in examples
+        ]
+        return sentiment.evaluate_rows(
+            loaded.model, rows, loaded.tokenizer.pad_id or 0, config.max_eval_batches
+        )
     assert isinstance(config, LanguageModelTrainConfig) and isinstance(loaded.model, LanguageModel)
     if task_name == "next-word":
         assert isinstance(loaded.tokenizer, language.WordTokenizer)
@@ -123,8 +169,9 @@ def evaluate(checkpoint: str, data: str, threads: int, device: str) -> dict[str,
     else:
         ids = language.char_ids(loaded.tokenizer, language.load_char_splits(config).test)
     top_k = (1, 3) if task_name == "next-word" else ()
-    return language.evaluate_ids(loaded.model, ids, config.eval_batch_size, config.eval_bptt,
-                                 top_k=top_k)
+    return language.evaluate_ids(
+        loaded.model, ids, config.eval_batch_size, config.eval_bptt, config.max_eval_batches, top_k
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,11 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     for name, cls in TASK_CONFIGS.items():
         sub = commands.add_parser(name, help=f"train the {name} model")
-        sub.add_argument("--config", help="JSON file of settings (default training/configs/<task>.json)")
+        sub.add_argument(
+            "--config", help="JSON file of settings (default training/configs/<task>.json)"
+        )
         add_config_flags(sub, cls)
     sub = commands.add_parser("evaluate", help="measure a checkpoint on a test split")
     sub.add_argument("checkpoint")
-    sub.add_argument("--data", required=True, help="the data set (file or directory)")
+    sub.add_argument("--data", help="the data set (file or directory); default: download it")
     sub.add_argument("--threads", type=int, default=1)
     sub.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
@@ -148,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     config = resolve_config(args.command, args.config, flags)
     if config.smoke:
         config = smoke_overrides(config)
-    train(args.command, config)
+    train(args.command, config, argv)
     return 0
 
 

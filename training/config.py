@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import json
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,10 @@ def _parse_value(kind: Any, text: str) -> Any:
     return _parse_value(args[0], text)
 
 
+def _parser_for(kind: Any) -> Callable[[str], Any]:
+    return lambda text: _parse_value(kind, text)
+
+
 def add_config_flags(parser: argparse.ArgumentParser, cls: type[TrainConfig]) -> None:
     """One `--flag value` per field (dashes for underscores); unset flags stay None."""
     hints = typing.get_type_hints(cls)
@@ -107,8 +112,13 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type[TrainConfig]) ->
         if item.name == "smoke":
             parser.add_argument(flag, "--dry-run", action="store_true", default=None)
             continue
-        parser.add_argument(flag, dest=item.name, default=None, metavar=item.name.upper(),
-                            type=lambda text, kind=hints[item.name]: _parse_value(kind, text))
+        parser.add_argument(
+            flag,
+            dest=item.name,
+            default=None,
+            metavar=item.name.upper(),
+            type=_parser_for(hints[item.name]),
+        )
 
 
 def resolve_config(task: str, config_file: str | None, flags: dict[str, Any]) -> TrainConfig:
@@ -136,8 +146,15 @@ def resolve_config(task: str, config_file: str | None, flags: dict[str, Any]) ->
 def smoke_overrides(config: TrainConfig) -> TrainConfig:
     """A tiny model on a few batches: seconds, for tests and dry runs."""
     small: dict[str, Any] = {
-        "embed_dim": 16, "hidden_dim": 16, "num_layers": 1, "epochs": 1, "batch_size": 8,
-        "max_train_batches": 4, "max_eval_batches": 2, "warmup_steps": 1, "eval_every": 0,
+        "embed_dim": 16,
+        "hidden_dim": 16,
+        "num_layers": 1,
+        "epochs": 1,
+        "batch_size": 8,
+        "max_train_batches": 4,
+        "max_eval_batches": 2,
+        "warmup_steps": 1,
+        "eval_every": 0,
     }
     if isinstance(config, SentimentConfig):
         small.update(max_vocab=2000, max_length=64, head_tokens=16)

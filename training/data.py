@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import http.client
 import io
 import json
 import random
@@ -111,9 +112,16 @@ def download(remote: Remote, cache_dir: Path, *, progress: bool = True) -> Path:
     try:
         with urllib.request.urlopen(remote.url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with partial.open("wb") as out, tqdm(
-                total=total, unit="B", unit_scale=True, desc=Path(remote.url).name, disable=not progress
-            ) as bar:
+            with (
+                partial.open("wb") as out,
+                tqdm(
+                    total=total,
+                    unit="B",
+                    unit_scale=True,
+                    desc=Path(remote.url).name,
+                    disable=not progress,
+                ) as bar,
+            ):
                 for block in iter(lambda: response.read(1 << 16), b""):
                     out.write(block)
                     bar.update(len(block))
@@ -122,7 +130,8 @@ def download(remote: Remote, cache_dir: Path, *, progress: bool = True) -> Path:
                 f"download of {remote.url} was interrupted: got {partial.stat().st_size} of "
                 f"{total} bytes"
             )
-    except OSError as error:
+    except (OSError, http.client.HTTPException) as error:
+        # HTTPException: e.g. IncompleteRead when a chunked body is cut off
         partial.unlink(missing_ok=True)
         raise DataError(f"download of {remote.url} failed: {error}") from None
     except DataError:
@@ -164,7 +173,9 @@ def read_labeled(path: Path) -> list[Example]:
     name = path.name.removesuffix(".gz")
     with open_text(path) as handle:
         if name.endswith(".jsonl"):
-            rows: Iterator[dict[str, object]] = (json.loads(line) for line in handle if line.strip())
+            rows: Iterator[dict[str, object]] = (
+                json.loads(line) for line in handle if line.strip()
+            )
         elif name.endswith(".csv"):
             rows = csv.DictReader(handle)
         else:
@@ -183,7 +194,12 @@ def read_imdb_archive(archive: Path, split: str) -> list[Example]:
     with tarfile.open(archive, "r:gz") as tar:
         for member in tar:
             parts = member.name.split("/")
-            if len(parts) == 4 and parts[1] == split and parts[2] in ("pos", "neg") and member.isfile():
+            if (
+                len(parts) == 4
+                and parts[1] == split
+                and parts[2] in ("pos", "neg")
+                and member.isfile()
+            ):
                 data = tar.extractfile(member)
                 assert data is not None
                 text = io.TextIOWrapper(data, encoding="utf-8").read()
@@ -206,7 +222,7 @@ def split_validation(
     for label in sorted({e.label for e in examples}):
         group = [e for e in examples if e.label == label]
         rng.shuffle(group)
-        cut = int(round(len(group) * fraction))
+        cut = round(len(group) * fraction)
         valid.extend(group[:cut])
         train.extend(group[cut:])
     rng.shuffle(train)

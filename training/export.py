@@ -40,14 +40,25 @@ def versions() -> dict[str, str]:
     return found
 
 
-def command_line() -> str:
-    return "python -m training " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+def command_line(argv: list[str] | None = None) -> str:
+    """The training command: `argv` as given to `main`, else this process's own arguments."""
+    args = sys.argv[1:] if argv is None else argv
+    return "python -m training " + " ".join(shlex.quote(a) for a in args)
 
 
 def model_card(
-    *, task: str, dataset: str, dataset_sha256: dict[str, str], test_metrics: dict[str, float],
-    history: History, config: dict[str, Any], parameters: int, wall_time_s: float,
-    device: torch.device, samples: list[dict[str, str]] | None = None,
+    *,
+    task: str,
+    dataset: str,
+    dataset_sha256: dict[str, str],
+    test_metrics: dict[str, float],
+    history: History,
+    config: dict[str, Any],
+    parameters: int,
+    wall_time_s: float,
+    device: torch.device,
+    samples: list[dict[str, str]] | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Everything a reader needs to trust and reproduce the checkpoint."""
     card: dict[str, Any] = {
@@ -58,7 +69,7 @@ def model_card(
         "best_step": history.best_step,
         "dataset": {"name": dataset, "sha256": dataset_sha256},
         "parameters": parameters,
-        "command": command_line(),
+        "command": command_line() if command is None else command,
         "config": config,
         "seed": config.get("seed"),
         "wall_time_s": round(wall_time_s, 1),

@@ -45,8 +45,10 @@ def load_word_splits(config: LanguageModelTrainConfig) -> TextSplits:
         name = corpus.name
     else:
         root = Path(config.data)
-        found = {s: _first_existing(root, [f"{s}.txt", f"wiki.{s}.tokens"]) for s in
-                 ("train", "valid", "test")}
+        found = {
+            s: _first_existing(root, [f"{s}.txt", f"wiki.{s}.tokens"])
+            for s in ("train", "valid", "test")
+        }
         if found["train"] is None or found["test"] is None:
             raise DataError(f"{root}: needs train.txt and test.txt (optionally .gz)")
         paths = {s: p for s, p in found.items() if p is not None}
@@ -74,8 +76,13 @@ def load_char_splits(config: LanguageModelTrainConfig) -> TextSplits:
     text = read_text(path)
     test_start = int(len(text) * (1 - config.test_fraction))
     valid_start = int(len(text) * (1 - config.test_fraction - config.valid_fraction))
-    return TextSplits(text[:valid_start], text[valid_start:test_start], text[test_start:],
-                      path.name.removesuffix(".gz"), {path.name: sha256_of(path)})
+    return TextSplits(
+        text[:valid_start],
+        text[valid_start:test_start],
+        text[test_start:],
+        path.name.removesuffix(".gz"),
+        {path.name: sha256_of(path)},
+    )
 
 
 def word_ids(tokenizer: WordTokenizer, text: str) -> torch.Tensor:
@@ -111,8 +118,9 @@ class _Objective(nn.Module):
         self, inputs: torch.Tensor, targets: torch.Tensor, state: State | None
     ) -> tuple[torch.Tensor, State]:
         hidden, new_state = self.model.features(inputs, state)  # (B, T, H)
-        log_probs = self.model.target_log_probs(hidden.reshape(-1, hidden.shape[-1]).float(),
-                                                targets.reshape(-1))
+        log_probs = self.model.target_log_probs(
+            hidden.reshape(-1, hidden.shape[-1]).float(), targets.reshape(-1)
+        )
         return -log_probs.mean(), new_state
 
 
@@ -121,8 +129,12 @@ class LanguageModelTask:
     higher_is_better = False
 
     def __init__(
-        self, config: LanguageModelTrainConfig, splits: TextSplits, tokenizer: Tokenizer,
-        train_ids: torch.Tensor, valid_ids: torch.Tensor,
+        self,
+        config: LanguageModelTrainConfig,
+        splits: TextSplits,
+        tokenizer: Tokenizer,
+        train_ids: torch.Tensor,
+        valid_ids: torch.Tensor,
     ) -> None:
         self.config, self.splits, self.tokenizer = config, splits, tokenizer
         self.train_ids, self.valid_ids = train_ids, valid_ids
@@ -151,7 +163,9 @@ class LanguageModelTask:
             window = data[:, start : start + self.config.bptt + 1]
             yield window[:, :-1], window[:, 1:]
 
-    def loss(self, objective: nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, int]:
+    def loss(
+        self, objective: nn.Module, batch: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, int]:
         inputs, targets = batch
         device = next(objective.parameters()).device
         state = None if self.state is None else detach_state(self.state)
@@ -160,12 +174,21 @@ class LanguageModelTask:
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         assert isinstance(model, LanguageModel)
-        return evaluate_ids(model, self.valid_ids, self.config.eval_batch_size,
-                            self.config.eval_bptt, self.config.max_eval_batches)
+        return evaluate_ids(
+            model,
+            self.valid_ids,
+            self.config.eval_batch_size,
+            self.config.eval_bptt,
+            self.config.max_eval_batches,
+        )
 
 
 def evaluate_ids(
-    model: LanguageModel, ids: torch.Tensor, batch_size: int, bptt: int, max_batches: int = 0,
+    model: LanguageModel,
+    ids: torch.Tensor,
+    batch_size: int,
+    bptt: int,
+    max_batches: int = 0,
     top_k: tuple[int, ...] = (),
 ) -> dict[str, float]:
     """Mean next-token loss in nats over every position (state carried), perplexity, bits per
@@ -194,8 +217,12 @@ def evaluate_ids(
                 for k in top_k:
                     hits[k] += int((best[:, :k] == wanted).any(-1).sum())
     loss = nll / max(1, count)
-    metrics = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)),
-               "bits_per_token": loss / math.log(2), "tokens": float(count)}
+    metrics = {
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 50.0)),
+        "bits_per_token": loss / math.log(2),
+        "tokens": float(count),
+    }
     metrics.update({f"top{k}_accuracy": hits[k] / max(1, count) for k in top_k})
     return metrics
 
@@ -206,8 +233,9 @@ def build(
     """Data, tokenizer (fitted on the training split), model, checkpoint config and test ids."""
     if task_name == "next-word":
         splits = load_word_splits(config)
-        word_tokenizer = fit_word_tokenizer(splits.train.splitlines(), "pretokenized",
-                                            specials=(UNK, EOS))
+        word_tokenizer = fit_word_tokenizer(
+            splits.train.splitlines(), "pretokenized", specials=(UNK, EOS)
+        )
         tokenizer: Tokenizer = word_tokenizer
         encode = lambda text: word_ids(word_tokenizer, text)  # noqa: E731
     else:
@@ -218,17 +246,27 @@ def build(
     if config.smoke and config.adaptive_cutoffs:
         cutoffs = (tokenizer.vocab_size // 4, tokenizer.vocab_size // 2)
     elif cutoffs != config.adaptive_cutoffs:
-        raise ValueError(f"adaptive_cutoffs {config.adaptive_cutoffs} must be below the "
-                         f"vocabulary size {tokenizer.vocab_size}")
+        raise ValueError(
+            f"adaptive_cutoffs {config.adaptive_cutoffs} must be below the "
+            f"vocabulary size {tokenizer.vocab_size}"
+        )
     model_config = LanguageModelConfig(
-        vocab_size=tokenizer.vocab_size, embed_dim=config.embed_dim, hidden_dim=config.hidden_dim,
-        num_layers=config.num_layers, cell=config.cell, dropout=config.dropout,
-        tie_weights=config.tie_weights, adaptive_cutoffs=cutoffs,
+        vocab_size=tokenizer.vocab_size,
+        embed_dim=config.embed_dim,
+        hidden_dim=config.hidden_dim,
+        num_layers=config.num_layers,
+        cell=config.cell,
+        dropout=config.dropout,
+        tie_weights=config.tie_weights,
+        adaptive_cutoffs=cutoffs,
         adaptive_div_value=config.adaptive_div_value,
     )
     checkpoint_config = CheckpointConfig(
-        task=task_name, model=model_config, tokenizer=tokenizer.kind,
-        max_length=config.max_length, dtype=config.storage_dtype,
+        task=task_name,
+        model=model_config,
+        tokenizer=tokenizer.kind,
+        max_length=config.max_length,
+        dtype=config.storage_dtype,
     )
     task = LanguageModelTask(config, splits, tokenizer, encode(splits.train), encode(splits.valid))
     return task, LanguageModel(model_config), checkpoint_config, encode(splits.test)

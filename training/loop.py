@@ -109,8 +109,11 @@ class Trainer:
             self.wrapped = nn.parallel.DistributedDataParallel(
                 self.wrapped, device_ids=ids, find_unused_parameters=True
             )
+            torch.manual_seed(config.seed + self.rank)  # own dropout masks per process
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+            self.model.parameters(),
+            lr=config.lr,
+            weight_decay=config.weight_decay,
             fused=self.device.type == "cpu" or self.device.type == "cuda",
         )
         self.total_steps = config.epochs * task.steps_per_epoch(self.world)
@@ -123,6 +126,7 @@ class Trainer:
         self.epoch = 0
         self.best_state: dict[str, torch.Tensor] = {}
         self.bad_evaluations = 0
+        self.last_evaluated = -1  # step of the last validation, known to every process
 
     @property
     def main(self) -> bool:
@@ -135,16 +139,27 @@ class Trainer:
         return torch.autocast("cuda", dtype=dtype)
 
     def fit(self) -> History:
+        per_epoch = self.task.steps_per_epoch(self.world)
+        if per_epoch < 1:
+            raise ValueError(
+                "the training split is too small for one batch; lower --batch-size "
+                "(or --bptt) or give more data"
+            )
         self._resume()
-        eval_every = self.config.eval_every or self.task.steps_per_epoch(self.world)
+        eval_every = self.config.eval_every or per_epoch
         started = time.perf_counter()
-        while self.epoch < self.config.epochs and not self.history.stopped_early:
-            done_in_epoch = self.step - self.epoch * self.task.steps_per_epoch(self.world)
+        while self.step < self.config.epochs * per_epoch and not self.history.stopped_early:
+            self.epoch, done_in_epoch = divmod(self.step, per_epoch)
             self.task.start_epoch()
             batches = self.task.batches(self.epoch, self.rank, self.world)
-            bar = tqdm(total=self.task.steps_per_epoch(self.world), initial=done_in_epoch,
-                       desc=f"epoch {self.epoch + 1}/{self.config.epochs}", disable=not self.main,
-                       dynamic_ncols=True, mininterval=2.0)
+            bar = tqdm(
+                total=self.task.steps_per_epoch(self.world),
+                initial=done_in_epoch,
+                desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
+                disable=not self.main,
+                dynamic_ncols=True,
+                mininterval=2.0,
+            )
             tokens, tick = 0, time.perf_counter()
             for index, batch in enumerate(batches):
                 if index < done_in_epoch:
@@ -155,22 +170,28 @@ class Trainer:
                 if self.step % 10 == 0:
                     rate = tokens / max(1e-9, time.perf_counter() - tick)
                     best = self.history.best.get(self.task.metric, float("nan"))
-                    bar.set_postfix(loss=f"{loss:.3f}", **{f"best_{self.task.metric}": f"{best:.4f}"},
-                                    tok_s=f"{rate:,.0f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                    bar.set_postfix(
+                        loss=f"{loss:.3f}",
+                        **{f"best_{self.task.metric}": f"{best:.4f}"},
+                        tok_s=f"{rate:,.0f}",
+                        lr=f"{self.scheduler.get_last_lr()[0]:.2e}",
+                    )
                     self.history.train_loss.append((self.step, loss))
                 if self.step % eval_every == 0 and self._evaluate() and self.history.stopped_early:
                     break
             bar.close()
-            if not self.history.stopped_early:
-                self.epoch += 1
-                if self.config.eval_every:
-                    self._save_resume()
+            self._save_resume()
+        if not self.history.stopped_early and self.last_evaluated != self.step:
+            self._evaluate()  # the steps after the last periodic validation count too
         if self.best_state:
             self.model.load_state_dict(self.best_state)
         if self.main:
-            print(f"trained {self.step} steps in {time.perf_counter() - started:.0f}s; "
-                  f"best {self.task.metric} {self.history.best.get(self.task.metric, float('nan')):.4f}"
-                  f" at step {self.history.best_step}")
+            print(
+                f"trained {self.step} steps in {time.perf_counter() - started:.0f}s; "
+                f"best {self.task.metric} "
+                f"{self.history.best.get(self.task.metric, float('nan')):.4f}"
+                f" at step {self.history.best_step}"
+            )
         return self.history
 
     def _train_step(self, batch: Any) -> tuple[float, int]:
@@ -178,7 +199,7 @@ class Trainer:
         with self._autocast():
             loss, count = self.task.loss(self.wrapped, batch)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss.backward()
         nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
         self.optimizer.step()
         self.scheduler.step()
@@ -188,33 +209,46 @@ class Trainer:
     def _evaluate(self) -> bool:
         """Validate on rank 0, track the best weights, decide early stopping; True if it ran."""
         stop = torch.zeros(1)
+        self.last_evaluated = self.step
         if self.main:
             self.model.eval()
             with torch.inference_mode(), self._autocast():
                 metrics = self.task.validate(self.model)
-            metrics = {**metrics, "step": float(self.step), "epoch": self.step / max(
-                1, self.task.steps_per_epoch(self.world))}
+            metrics = {
+                **metrics,
+                "step": float(self.step),
+                "epoch": self.step / max(1, self.task.steps_per_epoch(self.world)),
+            }
             self.history.evaluations.append(metrics)
             value = metrics[self.task.metric]
             best = self.history.best.get(self.task.metric)
-            improved = best is None or (value > best if self.task.higher_is_better else value < best)
+            improved = best is None or (
+                value > best if self.task.higher_is_better else value < best
+            )
             if improved:
                 self.history.best, self.history.best_step = metrics, self.step
-                self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in
-                                                 self.model.state_dict().items()})
+                self.best_state = copy.deepcopy(
+                    {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+                )
                 self.bad_evaluations = 0
             else:
                 self.bad_evaluations += 1
-            tqdm.write(f"step {self.step}: " + ", ".join(
-                f"{k} {v:.4f}" for k, v in metrics.items() if k not in ("step", "epoch"))
-                + (" (best)" if improved else f" (no gain {self.bad_evaluations}/"
-                   f"{self.config.patience})"))
+            tqdm.write(
+                f"step {self.step}: "
+                + ", ".join(
+                    f"{k} {v:.4f}" for k, v in metrics.items() if k not in ("step", "epoch")
+                )
+                + (
+                    " (best)"
+                    if improved
+                    else f" (no gain {self.bad_evaluations}/{self.config.patience})"
+                )
+            )
             stop[0] = float(self.bad_evaluations >= self.config.patience)
         if self.world > 1:
             dist.broadcast(stop, 0)
         self.history.stopped_early = bool(stop[0])
-        if not self.config.eval_every or self.history.stopped_early:
-            self._save_resume()
+        self._save_resume()
         return True
 
     def _save_resume(self) -> None:
@@ -228,7 +262,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "step": self.step,
-            "epoch": self.epoch + (0 if self.config.eval_every else 1),
+            "last_evaluated": self.last_evaluated,
             "bad_evaluations": self.bad_evaluations,
             "history": json.dumps(self.history.__dict__),
             "torch_rng": torch.get_rng_state(),
@@ -246,7 +280,9 @@ class Trainer:
         self.best_state = state["best_state"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.step = int(state["step"])
+        self.last_evaluated = int(state["last_evaluated"])
+        self.epoch = self.step // self.task.steps_per_epoch(self.world)
         self.bad_evaluations = int(state["bad_evaluations"])
         self.history = History(**json.loads(state["history"]))
         torch.set_rng_state(state["torch_rng"])

@@ -85,7 +85,7 @@ def bucketed(
     order = rows[:]
     rng.shuffle(order)
     pool = batch_size * 50
-    batches = []
+    batches: list[list[tuple[list[int], int]]] = []
     for start in range(0, len(order), pool):
         chunk = sorted(order[start : start + pool], key=lambda r: len(r[0]))
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
@@ -97,7 +97,9 @@ class SentimentTask:
     metric = "accuracy"
     higher_is_better = True
 
-    def __init__(self, config: SentimentConfig, data: LabeledData, tokenizer: WordTokenizer) -> None:
+    def __init__(
+        self, config: SentimentConfig, data: LabeledData, tokenizer: WordTokenizer
+    ) -> None:
         self.config, self.data, self.tokenizer = config, data, tokenizer
         self.device = torch.device("cpu")
         self.train_rows = self._encode(data.train)
@@ -107,12 +109,15 @@ class SentimentTask:
 
     def _encode(self, examples: list[Example]) -> list[tuple[list[int], int]]:
         cfg = self.config
-        return [(encode(self.tokenizer, e.text, cfg.max_length, cfg.head_tokens), e.label)
-                for e in examples]
+        return [
+            (encode(self.tokenizer, e.text, cfg.max_length, cfg.head_tokens), e.label)
+            for e in examples
+        ]
 
     def _epoch_batches(self, epoch: int) -> list[list[tuple[list[int], int]]]:
-        batches = bucketed(self.train_rows, self.config.batch_size,
-                           random.Random(self.config.seed * 1000 + epoch))
+        batches = bucketed(
+            self.train_rows, self.config.batch_size, random.Random(self.config.seed * 1000 + epoch)
+        )
         limit = self.config.max_train_batches
         return batches[:limit] if limit else batches
 
@@ -139,12 +144,16 @@ class SentimentTask:
         return self.loss_fn(logits.float(), labels.to(device)), int(lengths.sum())
 
     def validate(self, model: nn.Module) -> dict[str, float]:
-        return evaluate_rows(model, self.valid_rows, self.tokenizer.pad_id or 0,
-                             self.config.max_eval_batches)
+        return evaluate_rows(
+            model, self.valid_rows, self.tokenizer.pad_id or 0, self.config.max_eval_batches
+        )
 
 
 def evaluate_rows(
-    model: nn.Module, rows: list[tuple[list[int], int]], pad_id: int, max_batches: int = 0,
+    model: nn.Module,
+    rows: list[tuple[list[int], int]],
+    pad_id: int,
+    max_batches: int = 0,
     batch_size: int = 64,
 ) -> dict[str, float]:
     """Accuracy, F1 of the positive class and mean loss, batches sorted by length."""
@@ -170,26 +179,51 @@ def evaluate_rows(
     precision = true_pos / max(1, true_pos + false_pos)
     recall = true_pos / max(1, true_pos + false_neg)
     f1 = 2 * precision * recall / max(1e-12, precision + recall)
-    return {"accuracy": correct / max(1, total), "f1": f1, "loss": loss_sum / max(1, total),
-            "examples": float(total)}
+    return {
+        "accuracy": correct / max(1, total),
+        "f1": f1,
+        "loss": loss_sum / max(1, total),
+        "examples": float(total),
+    }
 
 
-def build(config: SentimentConfig, data: LabeledData) -> tuple[SentimentTask, SequenceClassifier,
-                                                                 CheckpointConfig]:
+def build(
+    config: SentimentConfig, data: LabeledData
+) -> tuple[SentimentTask, SequenceClassifier, CheckpointConfig]:
     """Fit the tokenizer on the training split, build the model and the checkpoint config."""
-    tokenizer = fit_word_tokenizer((e.text for e in data.train), "text", max_vocab=config.max_vocab,
-                                   min_frequency=config.min_frequency)
+    tokenizer = fit_word_tokenizer(
+        (e.text for e in data.train),
+        "text",
+        max_vocab=config.max_vocab,
+        min_frequency=config.min_frequency,
+    )
     model_config = ClassifierConfig(
-        vocab_size=tokenizer.vocab_size, embed_dim=config.embed_dim, hidden_dim=config.hidden_dim,
-        num_layers=config.num_layers, cell=config.cell, bidirectional=config.bidirectional,
-        dropout=config.dropout, embed_dropout=config.embed_dropout, pooling=config.pooling,
-        pool_embeddings=config.pool_embeddings, padding_id=tokenizer.pad_id or 0,
+        vocab_size=tokenizer.vocab_size,
+        embed_dim=config.embed_dim,
+        hidden_dim=config.hidden_dim,
+        num_layers=config.num_layers,
+        cell=config.cell,
+        bidirectional=config.bidirectional,
+        dropout=config.dropout,
+        embed_dropout=config.embed_dropout,
+        pooling=config.pooling,
+        pool_embeddings=config.pool_embeddings,
+        padding_id=tokenizer.pad_id or 0,
     )
     checkpoint_config = CheckpointConfig(
-        task="sentiment", model=model_config, tokenizer="word", max_length=config.max_length,
-        labels=LABELS, dtype=config.storage_dtype, head_tokens=config.head_tokens,
+        task="sentiment",
+        model=model_config,
+        tokenizer="word",
+        max_length=config.max_length,
+        labels=LABELS,
+        dtype=config.storage_dtype,
+        head_tokens=config.head_tokens,
     )
-    return SentimentTask(config, data, tokenizer), SequenceClassifier(model_config), checkpoint_config
+    return (
+        SentimentTask(config, data, tokenizer),
+        SequenceClassifier(model_config),
+        checkpoint_config,
+    )
 
 
 def test_metrics(task: SentimentTask, model: nn.Module) -> dict[str, float]:

@@ -56,3 +56,12 @@ def test_empty_and_unknown_text_never_raise() -> None:
     tokenizer = _text_tokenizer()
     assert tokenizer.encode("").ids == []
     assert set(tokenizer.encode("\x00 𝔘𝔫𝔨 שלום 🙂").ids) == {tokenizer.unk_id}
+
+
+def test_ids_are_contiguous_when_a_special_occurs_in_the_corpus() -> None:
+    tokenizer = fit_word_tokenizer(
+        ["a <unk> b", "<unk> c a"], "pretokenized", specials=["<unk>", "<eos>"]
+    )
+    ids = sorted(tokenizer.vocabulary().values())
+    assert ids == list(range(tokenizer.vocab_size))
+    assert tokenizer.token_to_id("<unk>") == 0 and tokenizer.token_to_id("<eos>") == 1

@@ -1,0 +1,1 @@
+"""HTTP layer: routes translate HTTP into calls on the inference layer, and errors back."""

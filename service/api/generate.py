@@ -1,0 +1,173 @@
+"""Generation routes: a JSON answer, or Server-Sent Events (one per token, then the totals)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+
+from models.decoding import SamplingParams
+from service import inference
+from service.api.deps import State, require_api_key
+from service.api.predict import ERRORS, check_length
+from service.errors import DeadlineExceeded, InferenceFailed, InvalidInput, Overloaded
+from service.generation import Event, FinishEvent, GenerationRequest, TokenEvent
+from service.registry import LoadedModel
+from service.schemas import GenerateRequest, GenerateResponse
+
+router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)], responses=ERRORS)
+SSE_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {
+            "text/event-stream": {
+                "example": (
+                    'event: token\ndata: {"text": "W", "index": 0}\n\n'
+                    'event: done\ndata: {"text": "What", "tokens": 4, '
+                    '"finish_reason": "length", ...}\n\n'
+                )
+            }
+        },
+        "description": "JSON, or with `stream: true` Server-Sent Events: `token` events, "
+        "then `done`.",
+    }
+}
+
+
+def _prompt_ids(loaded: LoadedModel, prompt: str) -> tuple[list[int], int, int]:
+    """The ids the model reads, how many are the prompt's own tokens (a word model's <eos> start
+    marker is not one), and how many of those are unknown."""
+    checkpoint = loaded.checkpoint
+    tokenizer = checkpoint.tokenizer
+    if tokenizer.kind == "char":
+        ids = tokenizer.encode(prompt).ids
+        tokens = len(ids)
+    else:
+        # every word, uncut (there are fewer words than characters), so the limit sees them all
+        ids = inference.build_query(checkpoint, prompt + " ", 1, len(prompt) + 1).context_ids
+        tokens = len(ids) - int(tokenizer.eos_id is not None)
+    limit = checkpoint.config.max_length
+    if tokens > limit:
+        raise InvalidInput("prompt", f"`prompt` has {tokens:,} tokens; the limit is {limit:,}")
+    return ids, tokens, sum(1 for i in ids if i == tokenizer.unk_id)
+
+
+class _Run:
+    """One generation: submitted to the scheduler, events bridged onto the event loop."""
+
+    def __init__(self, state: State, loaded: LoadedModel, body: GenerateRequest) -> None:
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        self.prompt_ids, self.prompt_tokens, self.unknown = _prompt_ids(loaded, body.prompt)
+        self.seed = body.seed if body.seed is not None else secrets.randbits(63)
+        self.request = GenerationRequest(
+            self.prompt_ids,
+            body.max_new_tokens,
+            SamplingParams(body.temperature, body.top_k, body.top_p),
+            self.seed,
+            tuple(body.stop),
+            emit=self._emitter(loop),
+        )
+        scheduler = loaded.scheduler
+        assert scheduler is not None
+        settings = state.settings
+        if scheduler.active() >= settings.max_active_generations + settings.max_queue:
+            state.metrics.rejected.labels("generate").inc()
+            raise Overloaded(
+                f"{scheduler.active()} generations are running or waiting; retry later", 1
+            )
+        scheduler.submit(self.request)
+        state.engine.wake()
+
+    def _emitter(self, loop: asyncio.AbstractEventLoop) -> Callable[[Event], None]:
+        def emit(event: Event) -> None:
+            loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+        return emit
+
+    def cancel(self) -> None:
+        self.request.cancelled.set()
+
+
+def _response(run: _Run, finish: FinishEvent, name: str, loaded: LoadedModel) -> GenerateResponse:
+    if finish.finish_reason == "error":
+        raise InferenceFailed("generation failed")
+    return GenerateResponse(
+        text=finish.text,
+        tokens=finish.tokens,
+        finish_reason=finish.finish_reason,
+        seed=run.seed,
+        prompt_tokens=run.prompt_tokens,
+        unknown_prompt_tokens=run.unknown,
+        model=name,
+        model_version=loaded.version,
+    )
+
+
+async def _stream(run: _Run, state: State, name: str, loaded: LoadedModel) -> AsyncIterator[str]:
+    try:
+        while True:
+            event = await run.events.get()
+            if isinstance(event, TokenEvent):
+                state.metrics.tokens_generated.labels(name).inc()
+                token = {"text": event.text, "index": event.index}
+                yield f"event: token\ndata: {json.dumps(token)}\n\n"
+                continue
+            if event.finish_reason == "error":
+                error = {"error": "generation failed", "error_type": "internal_error"}
+                yield f"event: error\ndata: {json.dumps(error)}\n\n"
+            elif event.finish_reason != "cancelled":
+                done = _response(run, event, name, loaded).model_dump_json()
+                yield f"event: done\ndata: {done}\n\n"
+            return
+    finally:
+        run.cancel()  # a client that went away stops its generation at the next step
+
+
+async def _generate(
+    body: GenerateRequest, state: State, request: Request, stream: bool
+) -> GenerateResponse | StreamingResponse:
+    check_length("prompt", body.prompt, state.settings.max_prompt_chars)
+    name, loaded = state.registry.get(body.model, "generate")
+    request.state.model = name
+    run = _Run(state, loaded, body)
+    if stream:
+        return StreamingResponse(
+            _stream(run, state, name, loaded),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    try:
+        async with asyncio.timeout(state.settings.request_timeout_s):
+            while not isinstance(event := await run.events.get(), FinishEvent):
+                state.metrics.tokens_generated.labels(name).inc()
+    except TimeoutError:
+        run.cancel()
+        raise DeadlineExceeded(
+            f"generation took longer than {state.settings.request_timeout_s:g} s"
+        ) from None
+    finally:
+        run.cancel()
+    return _response(run, event, name, loaded)
+
+
+@router.post("/generate", response_model=GenerateResponse, responses=SSE_DOC)
+async def generate(
+    body: GenerateRequest, state: State, request: Request
+) -> GenerateResponse | StreamingResponse:
+    """Continue a prompt; `stream: true` answers with Server-Sent Events."""
+    return await _generate(body, state, request, body.stream)
+
+
+@router.post("/generate/stream", responses=SSE_DOC, response_class=StreamingResponse)
+async def generate_stream(
+    body: GenerateRequest, state: State, request: Request
+) -> StreamingResponse:
+    """Continue a prompt, streamed as Server-Sent Events whatever `stream` says."""
+    response = await _generate(body, state, request, stream=True)
+    assert isinstance(response, StreamingResponse)
+    return response

@@ -1,0 +1,113 @@
+"""Sentiment and next-word routes: validate against the configured limits, queue, answer."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from service import inference
+from service.api.deps import State, require_api_key
+from service.errors import InvalidInput, Overloaded
+from service.schemas import (
+    ErrorResponse,
+    NextWordRequest,
+    NextWordResponse,
+    SentimentBatchRequest,
+    SentimentBatchResponse,
+    SentimentRequest,
+    SentimentResponse,
+    SentimentResult,
+)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (401, 404, 413, 422, 503, 504)
+}
+router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)], responses=ERRORS)
+
+
+def check_length(field: str, text: str, limit: int) -> None:
+    if len(text) > limit:
+        raise InvalidInput(field, f"`{field}` has {len(text):,} characters; the limit is {limit:,}")
+
+
+async def _submit(state: State, key: str, payload: object) -> object:
+    try:
+        return await state.engine.submit(key, payload, state.settings.request_timeout_s)
+    except Overloaded:
+        state.metrics.rejected.labels(key).inc()
+        raise
+
+
+def _result(loaded: object, result: inference.SentimentResult) -> SentimentResult:
+    labels = list(loaded.checkpoint.config.labels)  # type: ignore[attr-defined]
+    best = max(range(len(labels)), key=lambda i: result.probabilities[i])
+    return SentimentResult(
+        label=labels[best],
+        score=round(result.probabilities[best], 6),
+        probabilities={
+            label: round(p, 6) for label, p in zip(labels, result.probabilities, strict=True)
+        },
+        truncated=result.truncated,
+        tokens=result.tokens,
+        total_tokens=result.total_tokens,
+        explanation=[e.__dict__ for e in result.explanation] if result.explanation else None,
+    )
+
+
+@router.post("/sentiment", response_model=SentimentResponse)
+async def sentiment(body: SentimentRequest, state: State, request: Request) -> SentimentResponse:
+    """Classify one text as positive or negative."""
+    check_length("text", body.text, state.settings.max_text_chars)
+    name, loaded = state.registry.get(body.model, "sentiment")
+    request.state.model = name
+    review = inference.encode_review(loaded.checkpoint, body.text, body.explain)
+    result = await _submit(state, f"{name}:sentiment", review)
+    assert isinstance(result, inference.SentimentResult)
+    return SentimentResponse(
+        **_result(loaded, result).model_dump(), model=name, model_version=loaded.version
+    )
+
+
+@router.post("/sentiment/batch", response_model=SentimentBatchResponse)
+async def sentiment_batch(
+    body: SentimentBatchRequest, state: State, request: Request
+) -> SentimentBatchResponse:
+    """Classify up to 64 texts in one request."""
+    limit = state.settings.max_batch_texts
+    if len(body.texts) > limit:
+        raise InvalidInput("texts", f"`texts` has {len(body.texts)} items; the limit is {limit}")
+    for index, text in enumerate(body.texts):
+        check_length(f"texts[{index}]", text, state.settings.max_text_chars)
+    name, loaded = state.registry.get(body.model, "sentiment")
+    request.state.model = name
+    reviews = [inference.encode_review(loaded.checkpoint, t, body.explain) for t in body.texts]
+    results = await asyncio.gather(*(_submit(state, f"{name}:sentiment", r) for r in reviews))
+    return SentimentBatchResponse(
+        results=[_result(loaded, r) for r in results if isinstance(r, inference.SentimentResult)],
+        model=name,
+        model_version=loaded.version,
+    )
+
+
+@router.post("/next-word", response_model=NextWordResponse)
+async def next_word(body: NextWordRequest, state: State, request: Request) -> NextWordResponse:
+    """Suggest the most likely next words, or completions of a partly typed word."""
+    check_length("text", body.text, state.settings.max_text_chars)
+    name, loaded = state.registry.get(body.model, "next-word")
+    request.state.model = name
+    query = inference.build_query(
+        loaded.checkpoint, body.text, body.top_k, loaded.checkpoint.config.max_length
+    )
+    result = await _submit(state, f"{name}:next-word", query)
+    assert isinstance(result, inference.NextWordResult)
+    return NextWordResponse(
+        suggestions=[s.__dict__ for s in result.suggestions],
+        completing=result.completing,
+        prefix=result.prefix,
+        context_tokens=result.context_tokens,
+        unknown_words=result.unknown_words,
+        model=name,
+        model_version=loaded.version,
+    )

@@ -1,0 +1,194 @@
+"""Continuous batching for generation: every active sequence advances by one token per batched step
+of the recurrent cell; sampling stays per request (its own seeded generator), so a seed gives the
+same text alone or inside a busy batch."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from models.architectures import LanguageModel
+from models.decoding import SamplingParams, make_generator, sample_next
+from models.recurrent import State, concat_states, select_state
+from models.tokenizers import Tokenizer
+from service.prefix_cache import PrefixCache
+
+logger = logging.getLogger("lstm_serve.generation")
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    text: str
+    token_id: int
+    index: int
+
+
+@dataclass(frozen=True)
+class FinishEvent:
+    text: str
+    tokens: int
+    finish_reason: str  # length | stop_sequence | cancelled | error
+    error: str | None = None
+
+
+Event = TokenEvent | FinishEvent
+
+
+@dataclass
+class GenerationRequest:
+    prompt_ids: list[int]
+    max_new_tokens: int
+    params: SamplingParams
+    seed: int
+    stop: tuple[str, ...]
+    emit: Callable[[Event], None]  # called on the inference thread; must not block
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class StopScanner:
+    """Holds back just enough text that a stop sequence split across tokens is never streamed."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = tuple(s for s in stops if s)
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.text = ""
+        self.sent = 0
+
+    def feed(self, piece: str) -> tuple[str, bool]:
+        """Add a piece; return (text safe to emit now, whether a stop sequence was reached)."""
+        self.text += piece
+        search_from = max(0, self.sent - self.hold)
+        hits = [i for i in (self.text.find(s, search_from) for s in self.stops) if i >= 0]
+        if hits:
+            self.text = self.text[: min(hits)]
+            return self._release(len(self.text)), True
+        return self._release(max(self.sent, len(self.text) - self.hold)), False
+
+    def flush(self) -> str:
+        return self._release(len(self.text))
+
+    def _release(self, upto: int) -> str:
+        out, self.sent = self.text[self.sent : upto], max(self.sent, upto)
+        return out
+
+
+@dataclass
+class _Sequence:
+    request: GenerationRequest
+    generator: torch.Generator
+    logits: torch.Tensor  # (V,) for the next token
+    state: State
+    scanner: StopScanner
+    produced: int = 0
+    last_token: int = 0
+
+
+class GenerationScheduler:
+    """Lives on the engine's inference thread; `submit` may be called from any thread."""
+
+    def __init__(
+        self, model: LanguageModel, tokenizer: Tokenizer, max_active: int, cache: PrefixCache | None
+    ) -> None:
+        self.model, self.tokenizer, self.max_active, self.cache = (
+            model,
+            tokenizer,
+            max_active,
+            cache,
+        )
+        self.device = next(model.parameters()).device
+        self._incoming: deque[GenerationRequest] = deque()
+        self._lock = threading.Lock()
+        self._active: list[_Sequence] = []
+        self._joiner = "" if tokenizer.kind == "char" else " "
+
+    def submit(self, request: GenerationRequest) -> None:
+        with self._lock:
+            self._incoming.append(request)
+
+    def waiting(self) -> int:
+        with self._lock:
+            return len(self._incoming)
+
+    def active(self) -> int:
+        with self._lock:
+            return len(self._active) + len(self._incoming)
+
+    def admit(self) -> None:
+        """Read the prompts of waiting requests (up to max_active running at once)."""
+        while len(self._active) < self.max_active:
+            with self._lock:
+                if not self._incoming:
+                    return
+                request = self._incoming.popleft()
+            if request.cancelled.is_set():
+                request.emit(FinishEvent("", 0, "cancelled"))
+                continue
+            try:
+                logits, state = self._prefill(request.prompt_ids)
+            except Exception as error:  # one bad request must not stop the others
+                logger.exception("prefill failed")
+                request.emit(FinishEvent("", 0, "error", str(type(error).__name__)))
+                continue
+            self._active.append(
+                _Sequence(
+                    request, make_generator(request.seed), logits, state, StopScanner(request.stop)
+                )
+            )
+
+    @torch.inference_mode()
+    def _prefill(self, ids: list[int]) -> tuple[torch.Tensor, State]:
+        if self.cache is not None:
+            return self.cache.read(self.model, ids)
+        tokens = torch.tensor([ids], dtype=torch.long, device=self.device)
+        logits, state = self.model(tokens)
+        return logits[0, -1], state
+
+    @torch.inference_mode()
+    def step(self) -> None:
+        """Sample one token for every active sequence, then advance them all in one cell step."""
+        running: list[_Sequence] = []
+        for sequence in self._active:
+            if sequence.request.cancelled.is_set():
+                sequence.request.emit(
+                    FinishEvent(sequence.scanner.text, sequence.produced, "cancelled")
+                )
+                continue
+            if self._advance(sequence):
+                running.append(sequence)
+        self._active = running
+        if not running:
+            return
+        tokens = torch.tensor([[s.last_token] for s in running], device=self.device)  # (B, 1)
+        state = concat_states([s.state for s in running])
+        logits, new_state = self.model(tokens, state)  # (B, 1, V)
+        for row, sequence in enumerate(running):
+            sequence.logits = logits[row, -1]
+            sequence.state = select_state(new_state, torch.tensor([row], device=self.device))
+
+    def _advance(self, sequence: _Sequence) -> bool:
+        """Sample and emit one token; False when the sequence has finished."""
+        request = sequence.request
+        token = sample_next(sequence.logits, request.params, sequence.generator)
+        piece = self.tokenizer.decode([token])
+        if sequence.produced and self._joiner:
+            piece = self._joiner + piece
+        sequence.produced += 1
+        sequence.last_token = token
+        safe, stopped = sequence.scanner.feed(piece)
+        if safe:
+            request.emit(TokenEvent(safe, token, sequence.produced - 1))
+        if stopped:
+            request.emit(FinishEvent(sequence.scanner.text, sequence.produced, "stop_sequence"))
+            return False
+        if sequence.produced >= request.max_new_tokens:
+            tail = sequence.scanner.flush()
+            if tail:
+                request.emit(TokenEvent(tail, token, sequence.produced - 1))
+            request.emit(FinishEvent(sequence.scanner.text, sequence.produced, "length"))
+            return False
+        return True

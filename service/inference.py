@@ -1,0 +1,278 @@
+"""The inference layer: turns texts into tensors and model outputs into answers. Knows no HTTP;
+runs on the engine's inference thread, a batch at a time."""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from models.architectures import LanguageModel, SequenceClassifier
+from models.checkpoint import Checkpoint
+from models.recurrent import State, concat_states
+from models.tokenizers import EOS, Tokenizer, truncate_ids
+from service.prefix_cache import CachedPrefix, PrefixCache
+
+# ---- sentiment ----
+
+
+@dataclass(frozen=True)
+class Review:
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+    truncated: bool
+    total_tokens: int
+    explain: bool
+
+
+@dataclass(frozen=True)
+class TokenContribution:
+    token: str
+    start: int
+    end: int
+    contribution: float
+
+
+@dataclass(frozen=True)
+class SentimentResult:
+    probabilities: list[float]
+    truncated: bool
+    tokens: int
+    total_tokens: int
+    explanation: list[TokenContribution] | None
+
+
+def encode_review(checkpoint: Checkpoint, text: str, explain: bool) -> Review:
+    """Tokens of a review, cut to the model's window (first head_tokens + the end) if too long."""
+    encoding = checkpoint.tokenizer.encode(text)
+    ids, offsets = encoding.ids, encoding.offsets
+    if not ids:  # only characters the tokenizer drops: classify the unknown token
+        ids, offsets = [checkpoint.tokenizer.unk_id], [(0, 0)]
+    config = checkpoint.config
+    kept, truncated = truncate_ids(list(range(len(ids))), config.max_length, config.head_tokens)
+    return Review([ids[i] for i in kept], [offsets[i] for i in kept], truncated, len(ids), explain)
+
+
+def classify(checkpoint: Checkpoint, reviews: Sequence[Review]) -> list[SentimentResult]:
+    """One packed forward pass over the batch; explanations where asked for."""
+    model = checkpoint.model
+    assert isinstance(model, SequenceClassifier)
+    device = next(model.parameters()).device
+    lengths = torch.tensor([len(r.ids) for r in reviews])
+    tokens = torch.zeros(len(reviews), int(lengths.max()), dtype=torch.long)
+    tokens.fill_(model.config.padding_id)
+    for row, review in enumerate(reviews):
+        tokens[row, : len(review.ids)] = torch.tensor(review.ids)
+    with torch.inference_mode():
+        logits, _ = model(tokens.to(device), lengths.to(device))
+        probabilities = torch.softmax(logits.float(), dim=-1).cpu().tolist()
+    results = []
+    for review, probs in zip(reviews, probabilities, strict=True):
+        explanation = explain(checkpoint, review) if review.explain else None
+        results.append(
+            SentimentResult(
+                probs, review.truncated, len(review.ids), review.total_tokens, explanation
+            )
+        )
+    return results
+
+
+def explain(checkpoint: Checkpoint, review: Review) -> list[TokenContribution]:
+    """Gradient x input on the embeddings: how much each token pushes towards the last label
+    (positive) and away from the first, in logit units."""
+    model = checkpoint.model
+    assert isinstance(model, SequenceClassifier)
+    device = next(model.parameters()).device
+    tokens = torch.tensor([review.ids], device=device)
+    with torch.enable_grad():
+        embedded = model.embedding(tokens).detach().float().requires_grad_(True)  # (1, T, E)
+        logits, _ = model.classify(
+            embedded.to(model.embedding.weight.dtype),
+            torch.tensor([len(review.ids)], device=device),
+        )
+        margin = logits[0, -1] - logits[0, 0]
+        (gradient,) = torch.autograd.grad(margin, embedded)
+    scores = (gradient * embedded.detach()).sum(-1)[0].tolist()
+    tokenizer = checkpoint.tokenizer
+    return [
+        TokenContribution(tokenizer.id_to_token(i), start, end, round(score, 5))
+        for i, (start, end), score in zip(review.ids, review.offsets, scores, strict=True)
+    ]
+
+
+# ---- next word ----
+
+# WikiText conventions: "1,000" -> "1 @,@ 000", "well-known" -> "well @-@ known",
+# "don't" -> "don 't"
+_NUMBER_MARK = re.compile(r"(?<=\d)([,.])(?=\d)")
+_HYPHEN = re.compile(r"(?<=\w)-(?=\w)")
+_WORD = re.compile(r"@[-,.]@|'\w+|\w+|[^\w\s]")
+_WORD_CHARS = re.compile(r"\w$")
+
+
+def corpus_words(text: str) -> list[str]:
+    """Split raw text into the word-level corpus's own token conventions."""
+    text = _HYPHEN.sub(" @-@ ", _NUMBER_MARK.sub(r" @\1@ ", text))
+    return _WORD.findall(text)
+
+
+@dataclass(frozen=True)
+class NextWordQuery:
+    context_ids: list[int]  # starts with <eos>: the model read every line as following one
+    prefix: str | None  # the word being typed, when the text ends inside a word
+    unknown_words: int
+    top_k: int
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    word: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class NextWordResult:
+    suggestions: list[Suggestion]
+    completing: bool
+    prefix: str | None
+    context_tokens: int
+    unknown_words: int
+
+
+def _lookup(checkpoint: Checkpoint, word: str) -> int | None:
+    """The word's id, trying its own case, then lower case, then capitalised."""
+    tokenizer = checkpoint.tokenizer
+    for form in (word, word.lower(), word.capitalize()):
+        found = tokenizer.token_to_id(form)
+        if found is not None:
+            return found
+    return None
+
+
+_VOCABULARIES: dict[int, list[str]] = {}
+
+
+def _lowered_vocabulary(tokenizer: Tokenizer) -> list[str]:
+    """The vocabulary lower-cased and sorted, built once per tokenizer."""
+    key = id(tokenizer)
+    if key not in _VOCABULARIES:
+        _VOCABULARIES[key] = sorted(
+            tokenizer.id_to_token(i).lower() for i in range(tokenizer.vocab_size)
+        )
+    return _VOCABULARIES[key]
+
+
+def _has_completion(tokenizer: Tokenizer, prefix: str) -> bool:
+    words = _lowered_vocabulary(tokenizer)
+    lowered = prefix.lower()
+    index = bisect.bisect_left(words, lowered)
+    return index < len(words) and words[index].startswith(lowered)
+
+
+def build_query(checkpoint: Checkpoint, text: str, top_k: int, max_tokens: int) -> NextWordQuery:
+    """Context ids and, when the text ends inside a word that some vocabulary word starts with,
+    that word as the prefix to complete (an unknown partial word is read as a word instead)."""
+    words = corpus_words(text)
+    prefix = None
+    ends_in_word = bool(_WORD_CHARS.search(text))
+    if words and ends_in_word and _has_completion(checkpoint.tokenizer, words[-1]):
+        prefix = words.pop()
+    words = words[-max_tokens:]
+    ids = [_lookup(checkpoint, w) for w in words]
+    unknown = sum(1 for i in ids if i is None)
+    eos = checkpoint.tokenizer.token_to_id(EOS)
+    start = [eos] if eos is not None else []
+    context = start + [checkpoint.tokenizer.unk_id if i is None else i for i in ids]
+    return NextWordQuery(context or [checkpoint.tokenizer.unk_id], prefix, unknown, top_k)
+
+
+def next_word_distributions(
+    model: LanguageModel, queries: Sequence[NextWordQuery], cache: PrefixCache | None
+) -> list[torch.Tensor]:
+    """Next-token log-probabilities (V,) for each query in one packed pass; the longest cached
+    prefix of each query is not read again."""
+    device = next(model.parameters()).device
+    found = [cache.longest(q.context_ids) if cache else (0, None) for q in queries]
+    if cache is not None:
+        cache.hits += sum(1 for length, _ in found if length)
+        cache.misses += sum(1 for length, _ in found if not length)
+        cache.tokens_saved += sum(length for length, _ in found)
+    results: dict[int, torch.Tensor] = {
+        i: entry.logits
+        for i, (length, entry) in enumerate(found)
+        if entry is not None and length == len(queries[i].context_ids)
+    }
+    todo = [i for i in range(len(queries)) if i not in results]
+    if todo:
+        rests = [queries[i].context_ids[found[i][0] :] for i in todo]
+        lengths = torch.tensor([len(r) for r in rests])
+        tokens = torch.zeros(len(rests), int(lengths.max()), dtype=torch.long)
+        for row, rest in enumerate(rests):
+            tokens[row, : len(rest)] = torch.tensor(rest)
+        starts = [_start_state(model, found[i][1]) for i in todo]
+        with torch.inference_mode():
+            logits, new_state = model(tokens.to(device), concat_states(starts), lengths)
+            last = logits[torch.arange(len(rests)), lengths.to(device) - 1]  # (B, V)
+            log_probs = torch.log_softmax(last.float(), dim=-1)
+        for row, index in enumerate(todo):
+            results[index] = log_probs[row]
+            if cache is not None:
+                cache.put(queries[index].context_ids, log_probs[row], _row(new_state, row))
+    return [results[i] for i in range(len(queries))]
+
+
+def _start_state(model: LanguageModel, entry: CachedPrefix | None) -> State:
+    """The cached state, or the zero state a fresh sequence starts from."""
+    if entry is not None:
+        return entry.state
+    config, param = model.config, next(model.parameters())
+    zeros = torch.zeros(
+        config.num_layers, 1, config.hidden_dim, device=param.device, dtype=param.dtype
+    )
+    return (zeros, zeros.clone()) if config.cell == "lstm" else zeros
+
+
+def _row(state: State, row: int) -> State:
+    if isinstance(state, tuple):
+        return (state[0][:, row : row + 1].clone(), state[1][:, row : row + 1].clone())
+    return state[:, row : row + 1].clone()
+
+
+_SPECIAL = {EOS, "<unk>", "<pad>"}
+_DISPLAY = {"@-@": "-", "@,@": ",", "@.@": "."}
+
+
+def suggest(
+    checkpoint: Checkpoint, query: NextWordQuery, log_probs: torch.Tensor
+) -> NextWordResult:
+    """Top-k next words, or completions of the word being typed when there are any."""
+    tokenizer = checkpoint.tokenizer
+    probs = log_probs.exp()
+    order = torch.argsort(probs, descending=True).tolist()
+    completing = False
+    chosen: list[int] = []
+    if query.prefix:
+        lowered = query.prefix.lower()
+        chosen = [
+            i
+            for i in order
+            if tokenizer.id_to_token(i).lower().startswith(lowered)
+            and tokenizer.id_to_token(i) not in _SPECIAL
+        ][: query.top_k]
+        completing = bool(chosen)
+    if not chosen:
+        chosen = [i for i in order[: query.top_k + 3] if tokenizer.id_to_token(i) not in _SPECIAL]
+        chosen = chosen[: query.top_k]
+    suggestions = [
+        Suggestion(
+            _DISPLAY.get(tokenizer.id_to_token(i), tokenizer.id_to_token(i)),
+            round(float(probs[i]), 6),
+        )
+        for i in chosen
+    ]
+    return NextWordResult(
+        suggestions, completing, query.prefix, len(query.context_ids) - 1, query.unknown_words
+    )

@@ -1,0 +1,231 @@
+"""Request and response models: every field typed, bounded and documented, so /docs is complete."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MODEL_FIELD = Field(
+    None,
+    description="Model name; omitted means the task's default model.",
+    examples=[None],
+    max_length=200,
+)
+
+
+class StrictModel(BaseModel):
+    """Unknown fields are an error, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+def _not_blank(value: str, field: str) -> str:
+    if not value.strip():
+        raise ValueError(f"{field} must contain at least one non-whitespace character")
+    return value
+
+
+# ---- errors ----
+
+
+class ErrorDetail(BaseModel):
+    field: str = Field(description="Dotted path of the offending field.", examples=["text"])
+    message: str = Field(examples=["String should have at most 20000 characters"])
+
+
+class ErrorResponse(BaseModel):
+    """The one envelope every error response uses."""
+
+    error: str = Field(
+        description="What went wrong, naming the field and the limit.",
+        examples=["`text` has 41,000 characters; the limit is 20,000"],
+    )
+    error_type: str = Field(examples=["validation_error"])
+    request_id: str = Field(description="Also in the x-request-id header; quote it in bug reports.")
+    details: list[ErrorDetail] | None = None
+
+
+# ---- sentiment ----
+
+
+class SentimentRequest(StrictModel):
+    text: str = Field(
+        description="The text to classify. Over-long texts are cut to the model's "
+        "window (its start and end are kept) and the answer says so.",
+        min_length=1,
+        examples=["A wonderful, moving film with a superb cast."],
+    )
+    explain: bool = Field(False, description="Add each token's contribution to the score.")
+    model: str | None = MODEL_FIELD
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        return _not_blank(value, "text")
+
+
+class SentimentBatchRequest(StrictModel):
+    texts: list[str] = Field(
+        description="Up to 64 texts (the configured batch limit).",
+        min_length=1,
+        examples=[["Great film.", "Dull and far too long."]],
+    )
+    explain: bool = False
+    model: str | None = MODEL_FIELD
+
+    @field_validator("texts")
+    @classmethod
+    def _texts(cls, value: list[str]) -> list[str]:
+        for index, text in enumerate(value):
+            _not_blank(text, f"texts[{index}]")
+        return value
+
+
+class TokenContribution(BaseModel):
+    token: str
+    start: int = Field(description="Character offset of the token in the original text.")
+    end: int
+    contribution: float = Field(
+        description="Push towards the positive label (negative values "
+        "push towards negative), gradient x input in logit units."
+    )
+
+
+class SentimentResult(BaseModel):
+    label: str = Field(examples=["positive"])
+    score: float = Field(description="Probability of the predicted label.", examples=[0.97])
+    probabilities: dict[str, float] = Field(examples=[{"negative": 0.03, "positive": 0.97}])
+    truncated: bool = Field(
+        description="True when the text was longer than the model's window "
+        "and only its start and end were read."
+    )
+    tokens: int = Field(description="Tokens the model read.")
+    total_tokens: int = Field(description="Tokens in the whole text.")
+    explanation: list[TokenContribution] | None = None
+
+
+class SentimentResponse(SentimentResult):
+    model: str
+    model_version: str
+
+
+class SentimentBatchResponse(BaseModel):
+    results: list[SentimentResult]
+    model: str
+    model_version: str
+
+
+# ---- next word ----
+
+
+class NextWordRequest(StrictModel):
+    text: str = Field(
+        description="Text so far. If it ends inside a word, suggestions complete that word.",
+        examples=["The history of the"],
+    )
+    top_k: int = Field(3, ge=1, le=20, description="How many suggestions.")
+    model: str | None = MODEL_FIELD
+
+
+class Suggestion(BaseModel):
+    word: str
+    probability: float = Field(description="The model's probability for this word at this point.")
+
+
+class NextWordResponse(BaseModel):
+    suggestions: list[Suggestion]
+    completing: bool = Field(description="True when the suggestions complete a partly typed word.")
+    prefix: str | None = Field(description="The partly typed word being completed, if any.")
+    context_tokens: int = Field(description="Words of context the model read.")
+    unknown_words: int = Field(description="Context words outside the vocabulary (read as <unk>).")
+    model: str
+    model_version: str
+
+
+# ---- generate ----
+
+
+class GenerateRequest(StrictModel):
+    prompt: str = Field(min_length=1, description="Text to continue.", examples=["ROMEO:\n"])
+    max_new_tokens: int = Field(200, ge=1, le=2000, description="Tokens to generate at most.")
+    temperature: float = Field(
+        0.8, ge=0.0, le=5.0, allow_inf_nan=False, description="0 is greedy; higher is more random."
+    )
+    top_k: int = Field(0, ge=0, le=100_000, description="Sample among the k most likely (0: all).")
+    top_p: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="Sample within this probability mass (1: all).",
+    )
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**63 - 1,
+        description="Same seed, same text. Drawn and returned when omitted.",
+    )
+    stop: list[str] = Field(
+        [],
+        max_length=4,
+        description="Up to 4 strings that end generation; the text returned stops before them.",
+        examples=[["\n\n"]],
+    )
+    stream: bool = Field(False, description="Answer with Server-Sent Events, one per token.")
+    model: str | None = MODEL_FIELD
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value: list[str]) -> list[str]:
+        for index, stop in enumerate(value):
+            if not stop:
+                raise ValueError(f"stop[{index}] is empty; stop strings need at least 1 character")
+            if len(stop) > 64:
+                raise ValueError(f"stop[{index}] has {len(stop)} characters; the limit is 64")
+        return value
+
+
+class GenerateResponse(BaseModel):
+    text: str = Field(description="The generated text (without the prompt).")
+    tokens: int = Field(description="Tokens generated.")
+    finish_reason: Literal["length", "stop_sequence"]
+    seed: int
+    prompt_tokens: int
+    unknown_prompt_tokens: int = Field(
+        description="Prompt characters or words outside the vocabulary (read as the unknown token)."
+    )
+    model: str
+    model_version: str
+
+
+# ---- models and health ----
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    status: Literal["ready", "unavailable"]
+    task: str | None = None
+    version: str | None = None
+    architecture: str | None = None
+    cell: str | None = None
+    parameters: int | None = None
+    vocab_size: int | None = None
+    max_length: int | None = None
+    labels: list[str] | None = None
+    metrics: dict[str, float] | None = None
+    dataset: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    error: str | None = None
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "loading", "failed"]
+    models: dict[str, str] | None = None

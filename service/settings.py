@@ -1,0 +1,61 @@
+"""The service's settings: one object, read once from the environment (prefix LSTM_SERVE_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Lists accept JSON or comma-separated values."""
+
+    model_config = SettingsConfigDict(env_prefix="LSTM_SERVE_", extra="ignore")
+
+    artifacts_dir: Path = DEFAULT_ARTIFACTS
+    # Checkpoints to load: a directory name under artifacts_dir, or name=path.
+    models: Annotated[list[str], NoDecode] = ["sentiment", "next-word", "generate"]
+    # Serve the models that loaded when another fails (reported as unavailable) instead of exiting.
+    allow_partial: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    torch_threads: int = Field(1, ge=1, le=256)
+
+    max_text_chars: int = Field(20_000, ge=1)
+    max_prompt_chars: int = Field(8_000, ge=1)
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    max_batch_texts: int = Field(64, ge=1, le=1024)
+
+    max_batch_size: int = Field(32, ge=1, le=1024)  # sequences per forward pass
+    max_queue: int = Field(256, ge=1)  # queued requests per model before 503
+    max_active_generations: int = Field(64, ge=1)
+    request_timeout_s: float = Field(30.0, gt=0)
+    cache_mb: int = Field(64, ge=0)  # prefix-state cache size; 0 turns it off
+
+    api_key: SecretStr | None = None
+    cors_origins: Annotated[list[str], NoDecode] = []
+    log_level: str = "info"
+
+    @field_validator("models", "cors_origins", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    def checkpoint_paths(self) -> dict[str, Path]:
+        """Model name -> checkpoint directory."""
+        paths: dict[str, Path] = {}
+        for entry in self.models:
+            name, _, path = entry.partition("=")
+            paths[name.strip()] = Path(path.strip()) if path else self.artifacts_dir / name.strip()
+        return paths

@@ -1,0 +1,95 @@
+"""Resumption from the run directory: a finished run is not retrained, an interrupted one picks up
+where its last saved state left off and ends with the same weights as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models.checkpoint import FILES, MANIFEST, load_checkpoint, sha256_file
+from training.__main__ import main
+from training.loop import RESUME_FILE, Trainer
+
+from .conftest import SMOKE_FLAGS
+
+
+class Interrupted(Exception):
+    pass
+
+
+def weights(checkpoint: Path) -> str:
+    return sha256_file(checkpoint / "model.safetensors")
+
+
+def card(checkpoint: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((checkpoint / "card.json").read_text())
+    return data
+
+
+def test_a_second_invocation_resumes_and_ends_at_the_same_step(
+    shakespeare_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    argv = ["generate", "--smoke", "--data", str(shakespeare_file), "--run-dir", str(run_dir)]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "resumed from" not in first
+    assert "trained 4 steps" in first
+    checkpoint = run_dir / "checkpoint"  # the default export directory
+    first_weights, first_card = weights(checkpoint), card(checkpoint)
+
+    assert main(argv) == 0
+    second = capsys.readouterr().out
+    assert f"resumed from {run_dir / RESUME_FILE} at step 4 (epoch 2)" in second
+    assert "trained 4 steps" in second
+    assert weights(checkpoint) == first_weights
+    resumed = card(checkpoint)
+    for key in ("metrics", "validation_curve", "best_step", "samples"):
+        assert resumed[key] == first_card[key], key
+
+    # the resume state lives in the run directory, never in the exported checkpoint
+    assert (run_dir / RESUME_FILE).is_file()
+    assert sorted(p.name for p in checkpoint.iterdir()) == sorted([*FILES, MANIFEST])
+    load_checkpoint(checkpoint)
+
+
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(
+    shakespeare_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def argv(name: str) -> list[str]:
+        run = ["--run-dir", str(tmp_path / name), "--export-dir", str(tmp_path / f"{name}-ckpt")]
+        return ["generate", "--data", str(shakespeare_file), *SMOKE_FLAGS, "--epochs", "2", *run]
+
+    assert main(argv("straight")) == 0
+    assert "trained 8 steps" in capsys.readouterr().out
+
+    real_step = Trainer._train_step
+
+    def crash_at_step_6(self: Trainer, batch: object) -> tuple[float, int]:
+        if self.step == 5:  # in the second epoch, after epoch 1's state was saved
+            raise Interrupted
+        return real_step(self, batch)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_train_step", crash_at_step_6)
+        with pytest.raises(Interrupted):
+            main(argv("broken"))
+    assert (tmp_path / "broken" / RESUME_FILE).is_file()
+    assert not (tmp_path / "broken-ckpt").exists()
+    capsys.readouterr()
+
+    assert main(argv("broken")) == 0
+    out = capsys.readouterr().out
+    assert f"resumed from {tmp_path / 'broken' / RESUME_FILE} at step 4 (epoch 2)" in out
+    assert "trained 8 steps" in out
+    straight, resumed = tmp_path / "straight-ckpt", tmp_path / "broken-ckpt"
+    assert weights(resumed) == weights(straight)
+    assert card(resumed)["validation_curve"] == card(straight)["validation_curve"]
+    assert [e["step"] for e in card(resumed)["validation_curve"]] == [4.0, 8.0]
+    assert card(resumed)["metrics"] == card(straight)["metrics"]
