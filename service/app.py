@@ -35,8 +35,12 @@ async def _load(state: ServiceState, on_fatal: Callable[[str], None] | None) -> 
     except StartupError as error:
         state.failed = str(error)
         logger.error("startup failed: %s", error)
-        if on_fatal is not None:
-            on_fatal(str(error))
+    except Exception as error:  # e.g. a checkpoint that loads but cannot run: fail, never hang
+        state.failed = f"startup failed: {error!r}"
+        logger.exception("startup failed")
+    state.registry.startup_error = state.failed
+    if state.failed and on_fatal is not None:
+        on_fatal(state.failed)
 
 
 def create_app(

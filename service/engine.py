@@ -211,10 +211,7 @@ class Engine:
             return
         except Exception:
             logger.exception("batch of %d on %s failed", len(live), key)
-            for request in live:
-                request.future.set_exception(
-                    InferenceFailed("the model failed on this request's batch")
-                )
+            self._retry_alone(key, live)
             return
         compute = time.perf_counter() - started
         self._stats[key].record(len(live), compute)
@@ -227,6 +224,19 @@ class Engine:
             else:
                 request.future.set_result(result)
 
+    def _retry_alone(self, key: str, failed: list[_Request]) -> None:
+        """After a failed batch, compute each request alone: only the one that breaks fails."""
+        for request in failed:
+            try:
+                (result,) = self._handlers[key]([request.payload])
+            except ServiceError as error:
+                request.future.set_exception(error)
+            except Exception:
+                logger.exception("request on %s failed alone too", key)
+                request.future.set_exception(InferenceFailed("the model failed on this request"))
+            else:
+                request.future.set_result(result)
+
     def _run_step(self, scheduler: StepScheduler) -> None:
         try:
             scheduler.admit()
@@ -236,6 +246,10 @@ class Engine:
             logger.exception("generation step failed")
 
     def _fail_pending(self) -> None:
+        while self._calls:
+            _, future = self._calls.popleft()
+            if future.set_running_or_notify_cancel():
+                future.set_exception(RuntimeError("the inference thread stopped"))
         for waiting in self._queues.values():
             while waiting:
                 request = waiting.popleft()

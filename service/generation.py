@@ -15,8 +15,10 @@ import torch
 from models.architectures import LanguageModel
 from models.decoding import SamplingParams, make_generator, sample_next
 from models.recurrent import State, concat_states, select_state
-from models.tokenizers import Tokenizer
+from models.tokenizers import EOS, Tokenizer
 from service.prefix_cache import PrefixCache
+
+WORD_DISPLAY = {"@-@": "-", "@,@": ",", "@.@": "."}
 
 logger = logging.getLogger("lstm_serve.generation")
 
@@ -104,7 +106,9 @@ class GenerationScheduler:
         self._incoming: deque[GenerationRequest] = deque()
         self._lock = threading.Lock()
         self._active: list[_Sequence] = []
-        self._joiner = "" if tokenizer.kind == "char" else " "
+        # never sample the unknown or padding token: they have no text to show
+        banned = {tokenizer.unk_id, tokenizer.pad_id} - {None}
+        self._banned = torch.tensor(sorted(banned), dtype=torch.long, device=self.device)
 
     def submit(self, request: GenerationRequest) -> None:
         with self._lock:
@@ -170,13 +174,23 @@ class GenerationScheduler:
             sequence.logits = logits[row, -1]
             sequence.state = select_state(new_state, torch.tensor([row], device=self.device))
 
+    def _text_of(self, token: int, before: str) -> str:
+        """A character as it is; a word with a space before it, in the corpus's conventions
+        undone ("@-@" -> "-"), and the end-of-line token as a line break."""
+        if self.tokenizer.kind == "char":
+            return self.tokenizer.decode([token])
+        word = self.tokenizer.id_to_token(token)
+        if word == EOS:
+            return "\n"
+        word = WORD_DISPLAY.get(word, word)
+        return word if before.endswith("\n") else " " + word
+
     def _advance(self, sequence: _Sequence) -> bool:
         """Sample and emit one token; False when the sequence has finished."""
         request = sequence.request
-        token = sample_next(sequence.logits, request.params, sequence.generator)
-        piece = self.tokenizer.decode([token])
-        if sequence.produced and self._joiner:
-            piece = self._joiner + piece
+        logits = sequence.logits.index_fill(0, self._banned, float("-inf"))
+        token = sample_next(logits, request.params, sequence.generator)
+        piece = self._text_of(token, sequence.scanner.text)
         sequence.produced += 1
         sequence.last_token = token
         safe, stopped = sequence.scanner.feed(piece)

@@ -14,6 +14,7 @@ from models.architectures import LanguageModel, SequenceClassifier
 from models.checkpoint import Checkpoint
 from models.recurrent import State, concat_states
 from models.tokenizers import EOS, Tokenizer, truncate_ids
+from service.generation import WORD_DISPLAY
 from service.prefix_cache import CachedPrefix, PrefixCache
 
 # ---- sentiment ----
@@ -242,7 +243,6 @@ def _row(state: State, row: int) -> State:
 
 
 _SPECIAL = {EOS, "<unk>", "<pad>"}
-_DISPLAY = {"@-@": "-", "@,@": ",", "@.@": "."}
 
 
 def suggest(
@@ -268,7 +268,7 @@ def suggest(
         chosen = chosen[: query.top_k]
     suggestions = [
         Suggestion(
-            _DISPLAY.get(tokenizer.id_to_token(i), tokenizer.id_to_token(i)),
+            WORD_DISPLAY.get(tokenizer.id_to_token(i), tokenizer.id_to_token(i)),
             round(float(probs[i]), 6),
         )
         for i in chosen

@@ -19,7 +19,7 @@ _BASE, _MOD = 1_000_003, (1 << 61) - 1
 @dataclass(frozen=True)
 class CachedPrefix:
     ids: tuple[int, ...]
-    logits: torch.Tensor  # (V,) next-token logits after the prefix
+    logits: torch.Tensor  # (V,) next-token log-probabilities after the prefix
     state: State
     nbytes: int
 
@@ -79,7 +79,8 @@ class PrefixCache:
 
     @torch.inference_mode()
     def read(self, model: LanguageModel, ids: Sequence[int]) -> tuple[torch.Tensor, State]:
-        """Next-token logits (V,) and the state after `ids`, computing only the uncached suffix."""
+        """Next-token log-probabilities (V,) and the state after `ids`, computing only the
+        uncached suffix. (Log-probabilities sample exactly like the logits they come from.)"""
         length, entry = self.longest(ids)
         if entry is not None and length == len(ids):
             self.hits += 1
@@ -94,5 +95,6 @@ class PrefixCache:
             self.hits += 1
             self.tokens_saved += length
             logits, state = model(rest, entry.state)
-        self.put(ids, logits[0, -1], state)
-        return logits[0, -1], state
+        log_probs = torch.log_softmax(logits[0, -1].float(), dim=-1)
+        self.put(ids, log_probs, state)
+        return log_probs, state

@@ -81,6 +81,7 @@ class Registry:
     models: dict[str, LoadedModel] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     ready: bool = False
+    startup_error: str | None = None
     load_seconds: float = 0.0
 
     def load_all(self) -> None:
@@ -91,10 +92,15 @@ class Registry:
         for name, path in self.settings.checkpoint_paths().items():
             try:
                 self._load(name, path)
-            except (CheckpointError, OSError) as error:
-                reason = str(error) if isinstance(error, CheckpointError) else type(error).__name__
+            except Exception as error:  # a checkpoint that loads but cannot run fails here too
+                reason = str(error) if isinstance(error, CheckpointError) else repr(error)
                 self.failures[name] = reason
-                logger.error("model %s failed to load: %s", name, reason)
+                logger.error(
+                    "model %s failed to load: %s",
+                    name,
+                    reason,
+                    exc_info=not isinstance(error, CheckpointError),
+                )
         if self.failures and not self.settings.allow_partial:
             detail = "; ".join(f"{n}: {r}" for n, r in self.failures.items())
             raise StartupError(f"checkpoints failed to load ({detail})")
@@ -166,6 +172,8 @@ class Registry:
 
     def get(self, name: str | None, task: str) -> tuple[str, LoadedModel]:
         """The named model, or the default for `task` (the first configured model of that task)."""
+        if self.startup_error is not None:
+            raise NotReady(f"the service failed to start: {self.startup_error}")
         if not self.ready:
             raise NotReady("models are still loading; retry shortly")
         if name is None:

@@ -49,7 +49,9 @@ def envelope(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _field(loc: tuple[Any, ...]) -> str:
+def _field(loc: tuple[Any, ...], error_type: str = "") -> str:
+    if error_type == "json_invalid":
+        return "body"  # the location pydantic gives is a character position in the JSON
     parts = [str(p) for p in loc if p != "body"]
     path = ""
     for part in parts:
@@ -68,7 +70,8 @@ def _describe(error: dict[str, Any]) -> str:
         shown = f" (got {len(value)} items)"
     elif isinstance(value, int | float) and not isinstance(value, bool):
         shown = f" (got {value!r})"
-    return f"`{_field(tuple(error.get('loc', ())))}`: {message}{shown}"
+    field = _field(tuple(error.get("loc", ())), str(error.get("type", "")))
+    return f"`{field}`: {message}{shown}"
 
 
 def install(app: FastAPI) -> None:
@@ -89,7 +92,7 @@ def install(app: FastAPI) -> None:
         errors = list(error.errors())
         details = [
             {
-                "field": _field(tuple(e.get("loc", ()))),
+                "field": _field(tuple(e.get("loc", ())), str(e.get("type", ""))),
                 "message": str(e.get("msg", "")).removeprefix("Value error, "),
             }
             for e in errors

@@ -1,0 +1,123 @@
+"""Helpers shared by the service tests: a served app, the error envelope, SSE frames, and a way to
+hold the engine's inference thread so that queues, deadlines and disconnects are deterministic."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+from fastapi.testclient import TestClient
+
+from service.api.deps import ServiceState
+from service.app import create_app
+from service.engine import Engine
+from service.settings import Settings
+
+ENVELOPE_KEYS = {"error", "error_type", "request_id"}
+
+
+class Answer(Protocol):
+    """An HTTP response, from the TestClient (httpx2) or from httpx against a real server."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def text(self) -> str: ...
+
+    def json(self, **kwargs: Any) -> Any: ...
+
+
+class Getter(Protocol):
+    def get(self, url: str) -> Any: ...
+
+
+def state_of(client: TestClient) -> ServiceState:
+    state: ServiceState = client.app.state.service  # type: ignore[attr-defined]
+    return state
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Poll `condition` every 10 ms; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or condition}")
+        time.sleep(0.01)
+
+
+def wait_ready(client: Getter, timeout: float = 15.0) -> None:
+    """Poll /health/ready until it answers 200 (models load in the background)."""
+    wait_until(
+        lambda: client.get("/health/ready").status_code == 200, timeout, "GET /health/ready == 200"
+    )
+
+
+@contextmanager
+def serve(settings: Settings, ready: bool = True) -> Iterator[TestClient]:
+    """A TestClient over a fresh app (lifespan running); by default, once every model is ready."""
+    with TestClient(create_app(settings)) as client:
+        if ready:
+            wait_ready(client)
+        yield client
+
+
+def assert_error(response: Answer, status: int, error_type: str) -> dict[str, Any]:
+    """The one envelope, the status, the type, and the request id both in body and header."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body: dict[str, Any] = response.json()
+    assert ENVELOPE_KEYS <= set(body) <= ENVELOPE_KEYS | {"details"}, body
+    assert body["error_type"] == error_type
+    assert isinstance(body["error"], str) and body["error"]
+    assert body["request_id"] == response.headers["x-request-id"]
+    if "details" in body:
+        assert all(set(d) == {"field", "message"} for d in body["details"]), body["details"]
+    return body
+
+
+def detail_fields(body: dict[str, Any]) -> list[str]:
+    return [detail["field"] for detail in body.get("details") or []]
+
+
+def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """`event: name` / `data: json` frames separated by blank lines -> [(name, data)]."""
+    events = []
+    for frame in text.split("\n\n"):
+        if not frame.strip():
+            continue
+        fields = dict(line.split(": ", 1) for line in frame.splitlines())
+        assert set(fields) == {"event", "data"}, frame
+        events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+@contextmanager
+def engine_blocked(engine: Engine) -> Iterator[None]:
+    """Hold the inference thread with a call that waits, so nothing is computed until exit.
+
+    The call is submitted through `Engine.call` from a helper thread with its own event loop; the
+    block is in place once the inference thread has started running it.
+    """
+    started, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        started.set()
+        release.wait(30)
+
+    thread = threading.Thread(target=lambda: asyncio.run(engine.call(hold)), daemon=True)
+    thread.start()
+    try:
+        assert started.wait(10), "the inference thread did not pick up the blocking call"
+        yield
+    finally:
+        release.set()
+        thread.join(10)

@@ -1,0 +1,131 @@
+"""Engine correctness (not speed): batched equals unbatched, cached equals cold, a seed gives the
+same text alone and inside a busy batch, stop sequences never leak into a stream."""
+
+from __future__ import annotations
+
+import torch
+
+from models.architectures import LanguageModel, LanguageModelConfig
+from models.decoding import SamplingParams
+from models.tokenizers import CharTokenizer
+from service.generation import (
+    Event,
+    FinishEvent,
+    GenerationRequest,
+    GenerationScheduler,
+    StopScanner,
+    TokenEvent,
+)
+from service.inference import NextWordQuery, next_word_distributions
+from service.prefix_cache import PrefixCache
+
+TEXT = "to be or not to be, that is the question\n"
+
+
+def _model(vocab: int = 30) -> LanguageModel:
+    torch.manual_seed(0)
+    config = LanguageModelConfig(vocab_size=vocab, embed_dim=8, hidden_dim=16, num_layers=2)
+    return LanguageModel(config).eval()
+
+
+def _cold(model: LanguageModel, ids: list[int]) -> torch.Tensor:
+    with torch.inference_mode():
+        logits, _ = model(torch.tensor([ids]))
+    return torch.log_softmax(logits[0, -1], dim=-1)
+
+
+def test_cached_prefix_gives_exactly_the_cold_answer() -> None:
+    model, cache = _model(), PrefixCache(1 << 20)
+    short, long = [1, 2, 3, 4], [1, 2, 3, 4, 5, 6, 7]
+    cache.read(model, short)
+    warm, _ = cache.read(model, long)
+    torch.testing.assert_close(warm, _cold(model, long), rtol=0, atol=1e-5)
+    assert (cache.hits, cache.misses, cache.tokens_saved) == (1, 1, 4)
+    again, _ = cache.read(model, long)
+    assert torch.equal(again, warm) and cache.hits == 2
+
+
+def test_cache_stays_within_its_byte_budget_evicting_least_recent() -> None:
+    model = _model()
+    one_entry = PrefixCache(1 << 20)
+    one_entry.read(model, [1])
+    cache = PrefixCache(one_entry.bytes * 2)
+    for first in (1, 2, 3):
+        cache.read(model, [first, 5])
+    assert len(cache) == 2 and cache.bytes <= cache.max_bytes
+    assert cache.longest([1, 5])[0] == 0  # the oldest went first
+    assert cache.longest([3, 5, 9])[0] == 2
+
+
+def test_batched_next_word_with_cache_hits_equals_each_cold() -> None:
+    model, cache = _model(), PrefixCache(1 << 20)
+    contexts = [[1, 2, 3], [1, 2, 3, 4, 5], [7], [9, 8, 7, 6, 5, 4]]
+    cache.read(model, [1, 2, 3])  # an exact hit, a partial hit and two misses below
+    queries = [NextWordQuery(c, None, 0, 3) for c in contexts]
+    batched = next_word_distributions(model, queries, cache)
+    for context, got in zip(contexts, batched, strict=True):
+        torch.testing.assert_close(got, _cold(model, context), rtol=0, atol=1e-5)
+
+
+def _run(scheduler: GenerationScheduler, requests: list[GenerationRequest]) -> None:
+    for request in requests:
+        scheduler.submit(request)
+    while scheduler.active():
+        scheduler.admit()
+        scheduler.step()
+
+
+def _request(
+    prompt: list[int], seed: int, events: list[Event], stop: tuple[str, ...] = ()
+) -> GenerationRequest:
+    return GenerationRequest(prompt, 30, SamplingParams(temperature=1.0), seed, stop, events.append)
+
+
+def test_seed_gives_the_same_text_alone_and_in_a_busy_batch() -> None:
+    tokenizer = CharTokenizer.fit(TEXT)
+    model = _model(tokenizer.vocab_size)
+    prompt = tokenizer.encode("to be").ids
+    alone: list[Event] = []
+    _run(GenerationScheduler(model, tokenizer, 8, None), [_request(prompt, 42, alone)])
+    busy: list[Event] = []
+    others = [
+        _request(tokenizer.encode(p).ids, s, []) for p, s in (("that", 1), ("q", 2), ("or not", 3))
+    ]
+    _run(
+        GenerationScheduler(model, tokenizer, 8, PrefixCache(1 << 20)),
+        [others[0], _request(prompt, 42, busy), *others[1:]],
+    )
+    assert alone[-1] == busy[-1]
+    assert isinstance(alone[-1], FinishEvent) and alone[-1].tokens == 30
+    assert "".join(e.text for e in alone if isinstance(e, TokenEvent)) == alone[-1].text
+
+
+def test_cancelled_sequence_leaves_at_the_next_step() -> None:
+    tokenizer = CharTokenizer.fit(TEXT)
+    scheduler = GenerationScheduler(_model(tokenizer.vocab_size), tokenizer, 8, None)
+    events: list[Event] = []
+    request = _request([1, 2], 0, events)
+    scheduler.submit(request)
+    scheduler.admit()
+    scheduler.step()
+    request.cancelled.set()
+    scheduler.step()
+    assert scheduler.active() == 0
+    assert isinstance(events[-1], FinishEvent) and events[-1].finish_reason == "cancelled"
+
+
+def test_stop_scanner_never_streams_a_stop_split_across_tokens() -> None:
+    scanner = StopScanner(("\n\nROMEO",))
+    streamed = ""
+    for piece in ["Good night", "\n", "\n", "RO", "ME", "O: more"]:
+        safe, stopped = scanner.feed(piece)
+        streamed += safe
+        if stopped:
+            break
+    assert stopped and streamed == "Good night" == scanner.text
+
+
+def test_stop_scanner_releases_held_text_at_the_end() -> None:
+    scanner = StopScanner(("xyz",))
+    emitted = scanner.feed("abcx")[0] + scanner.feed("y")[0] + scanner.flush()
+    assert emitted == "abcxy"

@@ -1,0 +1,195 @@
+"""Server-Sent Events: token frames add up to the final frame's text; validation errors come back
+before any stream starts; a client that disconnects (over a real socket) stops its generation."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.generation import (
+    Event,
+    FinishEvent,
+    GenerationRequest,
+    GenerationScheduler,
+    TokenEvent,
+)
+from tests.service.conftest import SettingsFactory
+from tests.service.support import (
+    assert_error,
+    parse_sse,
+    wait_ready,
+    wait_until,
+)
+
+
+def _check_stream(events: list[tuple[str, dict[str, Any]]], max_new_tokens: int) -> dict[str, Any]:
+    """Tokens first, one `done` last; token texts concatenate to the final text."""
+    names = [name for name, _ in events]
+    assert names[-1] == "done"
+    assert set(names[:-1]) <= {"token"}
+    tokens = [data for name, data in events if name == "token"]
+    assert [t["index"] for t in tokens] == sorted(t["index"] for t in tokens)
+    done = events[-1][1]
+    assert "".join(t["text"] for t in tokens) == done["text"]
+    assert set(done) >= {"text", "tokens", "finish_reason", "seed"}
+    assert done["tokens"] <= max_new_tokens
+    return done
+
+
+@pytest.mark.parametrize(
+    ("path", "extra"), [("/generate/stream", {}), ("/generate", {"stream": True})]
+)
+def test_stream_frames_add_up_to_the_final_text(
+    client: TestClient, path: str, extra: dict[str, Any]
+) -> None:
+    body = {"prompt": "to be", "max_new_tokens": 25, "seed": 11, **extra}
+    response = client.post(path, json=body)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["cache-control"] == "no-cache"
+    assert len(response.headers["x-request-id"]) == 32
+    done = _check_stream(parse_sse(response.text), 25)
+    assert done["tokens"] == 25
+    assert done["finish_reason"] == "length"
+    assert done["seed"] == 11
+    # the same generation, answered as JSON
+    plain = client.post("/generate", json={**body, "stream": False}).json()
+    assert plain == done
+
+
+def test_streamed_stop_sequence_is_never_sent(client: TestClient) -> None:
+    full = client.post("/generate", json={"prompt": "to", "max_new_tokens": 60, "seed": 8})
+    text = full.json()["text"]
+    stop = text[30:33]
+    body = {"prompt": "to", "max_new_tokens": 60, "seed": 8, "stop": [stop]}
+    events = parse_sse(client.post("/generate/stream", json=body).text)
+    done = _check_stream(events, 60)
+    assert done["finish_reason"] == "stop_sequence"
+    assert done["text"] == text[: text.find(stop)]
+    assert all(stop not in data["text"] for _, data in events)
+
+
+def test_stream_without_a_seed_reports_the_drawn_one(client: TestClient) -> None:
+    body = {"prompt": "to be", "max_new_tokens": 10, "temperature": 1.2}
+    first = _check_stream(parse_sse(client.post("/generate/stream", json=body).text), 10)
+    again = client.post("/generate", json={**body, "seed": first["seed"]}).json()
+    assert again["text"] == first["text"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/generate", {"prompt": "to", "stream": True, "max_new_tokens": 0}),
+        ("/generate", {"prompt": "to", "stream": True, "stop": [""]}),
+        ("/generate/stream", {"prompt": "", "max_new_tokens": 5}),
+        ("/generate/stream", {"prompt": "t" * 1001}),  # over max_prompt_chars: a service check
+    ],
+)
+def test_validation_error_with_stream_is_a_plain_422(
+    client: TestClient, path: str, body: dict[str, Any]
+) -> None:
+    response = client.post(path, json=body)
+    assert_error(response, 422, "validation_error")
+
+
+# ---- a real server, so that the disconnect is a real one ----
+
+
+@contextmanager
+def running_server(app: FastAPI) -> Iterator[str]:
+    """uvicorn on a free 127.0.0.1 port in a background thread; yields its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, loop="asyncio", log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 10, "uvicorn to start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+
+
+@dataclass
+class Spy:
+    """The requests submitted to a scheduler and every event it emitted for them. After emitting
+    token `pause_after`, the inference thread waits until `resume` is set: the generation is
+    frozen mid-way, whatever the speed of this machine."""
+
+    pause_after: int
+    requests: list[GenerationRequest] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    paused: threading.Event = field(default_factory=threading.Event)
+    resume: threading.Event = field(default_factory=threading.Event)
+
+
+def _spy_on(scheduler: GenerationScheduler, patch: pytest.MonkeyPatch, pause_after: int) -> Spy:
+    spy, submit = Spy(pause_after), scheduler.submit
+
+    def recording_submit(request: GenerationRequest) -> None:
+        emit = request.emit
+
+        def recording_emit(event: Event) -> None:
+            spy.events.append(event)
+            emit(event)
+            if isinstance(event, TokenEvent) and event.index == spy.pause_after:
+                spy.paused.set()
+                spy.resume.wait(10)
+
+        request.emit = recording_emit
+        spy.requests.append(request)
+        submit(request)
+
+    patch.setattr(scheduler, "submit", recording_submit)
+    return spy
+
+
+def test_a_client_that_disconnects_stops_its_generation(make_settings: SettingsFactory) -> None:
+    app = create_app(make_settings())
+    state = app.state.service
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=10) as http:
+        wait_ready(http)
+        scheduler = state.registry.models["generate"].scheduler
+        with pytest.MonkeyPatch.context() as patch:
+            spy = _spy_on(scheduler, patch, pause_after=1)
+            try:
+                body = {"prompt": "to be", "max_new_tokens": 2000, "seed": 1}
+                with http.stream("POST", "/generate/stream", json=body) as response:
+                    assert response.status_code == 200
+                    seen = 0
+                    for line in response.iter_lines():
+                        seen += line == "event: token"
+                        if seen == 2:
+                            break
+                    assert seen == 2
+                    assert spy.paused.is_set()
+                # the response is closed mid-stream: the server must notice and cancel
+                (request,) = spy.requests
+                wait_until(request.cancelled.is_set, 5, "the server to notice the disconnect")
+                assert scheduler.active() == 1  # frozen after its second token
+            finally:
+                spy.resume.set()
+            wait_until(lambda: scheduler.active() == 0, 5, "the generation to stop")
+        finishes = [e for e in spy.events if isinstance(e, FinishEvent)]
+        assert finishes == [FinishEvent(finishes[0].text, 2, "cancelled")]
+        tokens = [e for e in spy.events if isinstance(e, TokenEvent)]
+        assert [t.index for t in tokens] == [0, 1]
+        assert finishes[0].text == tokens[0].text + tokens[1].text
+        # the service goes on serving
+        answer = http.post("/generate", json={"prompt": "to", "max_new_tokens": 3})
+        assert answer.status_code == 200
