@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from models.architectures import LanguageModel, count_parameters
@@ -198,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     if config.smoke:
         config = smoke_overrides(config)
     train(args.command, config, argv)
+    if dist.is_initialized():
+        # every process waits for rank 0's export, then leaves the group cleanly (a process that
+        # exits with the group still open can abort)
+        dist.barrier()
+        dist.destroy_process_group()
     return 0
 
 
