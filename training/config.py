@@ -69,7 +69,8 @@ class LanguageModelTrainConfig(TrainConfig):
     adaptive_cutoffs: tuple[int, ...] = field(default_factory=tuple)
     adaptive_div_value: float = 4.0
     max_length: int = 4096  # the longest prompt the service will read, in tokens
-    valid_fraction: float = 0.05  # char corpus only: cut from the end of the training text
+    valid_fraction: float = 0.05  # char corpus: every (1/valid_fraction)-th block of the text
+    valid_block: int = 2048  # char corpus: characters per validation block
     test_fraction: float = 0.1
     sample_prompts: tuple[str, ...] = ()
 

@@ -63,8 +63,11 @@ def load_word_splits(config: LanguageModelTrainConfig) -> TextSplits:
 
 
 def load_char_splits(config: LanguageModelTrainConfig) -> TextSplits:
-    """One text: the last `test_fraction` is the test split (never trained on), the part before
-    it `valid_fraction` the validation split."""
+    """One text: the last `test_fraction` is the test split (never trained on, as nanoGPT's
+    shakespeare_char holds it out). Validation is every k-th block of `valid_block` characters of
+    the rest (k = 1 / valid_fraction), so it samples the whole training text: a contiguous cut
+    just before the test split would also remove the opening of the play the test split
+    continues (in Tiny Shakespeare, The Taming of the Shrew starts at 87.7%)."""
     if config.data is None:
         path = download(CORPORA["tinyshakespeare"].remotes["text"], Path(config.cache_dir))
     else:
@@ -75,10 +78,14 @@ def load_char_splits(config: LanguageModelTrainConfig) -> TextSplits:
         path = found
     text = read_text(path)
     test_start = int(len(text) * (1 - config.test_fraction))
-    valid_start = int(len(text) * (1 - config.test_fraction - config.valid_fraction))
+    every = max(2, round(1 / config.valid_fraction))
+    block = max(1, min(config.valid_block, test_start // (every * 4)))  # >= 4 validation blocks
+    blocks = [text[i : min(i + block, test_start)] for i in range(0, test_start, block)]
+    valid = [b for i, b in enumerate(blocks) if i % every == every - 1]
+    train = [b for i, b in enumerate(blocks) if i % every != every - 1]
     return TextSplits(
-        text[:valid_start],
-        text[valid_start:test_start],
+        "".join(train),
+        "".join(valid),
         text[test_start:],
         path.name.removesuffix(".gz"),
         {path.name: sha256_of(path)},
