@@ -43,8 +43,9 @@ def _round_to_storage(model: nn.Module, dtype: str) -> None:
 def _samples(
     model: LanguageModel, task: language.LanguageModelTask, seed: int
 ) -> list[dict[str, str]]:
+    """A few samples for the card, each prompt with its own seed (seed, seed + 1, ...)."""
     out = []
-    for prompt in task.config.sample_prompts:
+    for number, prompt in enumerate(task.config.sample_prompts):
         ids = task.tokenizer.encode(prompt).ids
         params = SamplingParams(temperature=0.8, top_k=0, top_p=0.95)
         new = list(
@@ -53,14 +54,14 @@ def _samples(
                 ids,
                 300 if task.tokenizer.kind == "char" else 40,
                 params,
-                make_generator(seed),
+                make_generator(seed + number),
             )
         )
         joiner = "" if task.tokenizer.kind == "char" else " "
         out.append(
             {
                 "prompt": prompt,
-                "seed": str(seed),
+                "seed": str(seed + number),
                 "temperature": "0.8",
                 "top_p": "0.95",
                 "text": prompt + joiner + task.tokenizer.decode(new),

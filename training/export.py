@@ -17,10 +17,21 @@ from training.loop import History
 LIBRARIES = ("torch", "tokenizers", "safetensors", "numpy")
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo where there is one (Linux), else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def hardware(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {
         "device": str(device),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
