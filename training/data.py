@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import http.client
 import io
 import json
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import IO
 
 from tqdm import tqdm
+
+from models.checkpoint import sha256_file as sha256_of
 
 
 class DataError(Exception):
@@ -88,14 +89,6 @@ CORPORA: dict[str, Corpus] = {
         {"text": "input.txt.gz"},
     ),
 }
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download(remote: Remote, cache_dir: Path, *, progress: bool = True) -> Path:
