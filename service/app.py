@@ -52,6 +52,7 @@ def create_app(
     engine = Engine(
         threads=settings.torch_threads,
         max_batch_size=settings.max_batch_size,
+        max_wait_s=settings.max_wait_ms / 1000,
         max_queue=settings.max_queue,
         observer=metrics,
     )

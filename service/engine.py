@@ -72,6 +72,7 @@ class Engine:
 
     threads: int = 1
     max_batch_size: int = 32
+    max_wait_s: float = 0.0
     max_queue: int = 256
     observer: Observer | None = None
     _handlers: dict[str, BatchHandler] = field(default_factory=dict)
@@ -155,6 +156,7 @@ class Engine:
                     self._fail_pending()
                     return
                 call = self._calls.popleft() if self._calls else None
+                self._gather()
                 key, batch = self._take_batch()
             if call is not None:
                 self._run_call(*call)
@@ -162,6 +164,21 @@ class Engine:
                 self._run_batch(key, batch)
             for scheduler in self._schedulers:
                 self._run_step(scheduler)
+
+    def _gather(self) -> None:
+        """With max_wait_s > 0, let a short queue fill for up to that long after its oldest
+        request arrived (only while nothing else needs the thread). 0, the default, never waits:
+        requests that arrive while a batch computes form the next batch anyway."""
+        if self.max_wait_s <= 0 or any(s.active() for s in self._schedulers):
+            return
+        while not self._stopping:
+            heads = [q[0].enqueued for q in self._queues.values() if q]
+            if not heads or max(len(q) for q in self._queues.values()) >= self.max_batch_size:
+                return
+            remaining = min(heads) + self.max_wait_s - time.perf_counter()
+            if remaining <= 0:
+                return
+            self._wake.wait(remaining)
 
     def _has_work(self) -> bool:
         return (

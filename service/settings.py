@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     max_batch_texts: int = Field(64, ge=1, le=1024)
 
     max_batch_size: int = Field(32, ge=1, le=1024)  # sequences per forward pass
+    # how long an idle engine lets a batch fill; 0: never wait (batches form while it computes)
+    max_wait_ms: float = Field(0.0, ge=0, le=1000)
     max_queue: int = Field(256, ge=1)  # queued requests per model before 503
     max_active_generations: int = Field(64, ge=1)
     request_timeout_s: float = Field(30.0, gt=0)

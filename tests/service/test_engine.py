@@ -189,3 +189,24 @@ def test_an_unexpected_error_is_a_500_envelope_with_the_request_id(
         answer = assert_error(response, 500, "internal_error")
         assert answer["request_id"] == "bug-2"
         assert client.get("/health/live").status_code == 200
+
+
+def test_an_idle_engine_computes_at_once_and_a_wait_lets_a_batch_fill() -> None:
+    async def two_requests(engine: Engine) -> list[Any]:
+        first = asyncio.ensure_future(engine.submit("upper", "a", 5))
+        await asyncio.sleep(0.02)
+        second = asyncio.ensure_future(engine.submit("upper", "b", 5))
+        return list(await asyncio.gather(first, second))
+
+    sizes = {}
+    for wait in (0.0, 0.2):
+        recorder = Recorder()
+        engine = Engine(max_batch_size=8, max_wait_s=wait, observer=recorder)
+        engine.register("upper", _upper)
+        engine.start()
+        try:
+            assert asyncio.run(two_requests(engine)) == ["A", "B"]
+        finally:
+            engine.stop()
+        sizes[wait] = [size for _, size in recorder.batches]
+    assert sizes == {0.0: [1, 1], 0.2: [2]}
