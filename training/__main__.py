@@ -16,8 +16,9 @@ import torch.distributed as dist
 from torch import nn
 
 from models.architectures import LanguageModel, count_parameters
-from models.checkpoint import STORAGE_DTYPES, load_checkpoint, save_checkpoint
+from models.checkpoint import STORAGE_DTYPES, CheckpointConfig, load_checkpoint, save_checkpoint
 from models.decoding import SamplingParams, generate_ids, make_generator
+from models.tokenizers import Tokenizer
 from training import language, sentiment
 from training.config import (
     TASK_CONFIGS,
@@ -70,6 +71,28 @@ def _samples(
     return out
 
 
+def _init_from(
+    config: TrainConfig, model: nn.Module, checkpoint_config: CheckpointConfig, tokenizer: Tokenizer
+) -> dict[str, Any] | None:
+    """Start from a checkpoint's weights (a further schedule on a trained model). It must have the
+    same architecture and vocabulary; its card's command and metrics go into the new card."""
+    if config.init_from is None:
+        return None
+    start = load_checkpoint(config.init_from)
+    if start.config.model != checkpoint_config.model:
+        raise ValueError(
+            f"--init-from {config.init_from}: its model config differs from this run's"
+        )
+    if start.tokenizer.to_json() != tokenizer.to_json():
+        raise ValueError(f"--init-from {config.init_from}: its vocabulary differs from this run's")
+    model.load_state_dict(start.model.state_dict())
+    return {
+        "path": config.init_from,
+        "command": start.card.get("command"),
+        "metrics": start.card.get("metrics", {}).get("test"),
+    }
+
+
 def train(task_name: str, config: TrainConfig, argv: list[str] | None = None) -> Path | None:
     """Train, evaluate once on the test split, export; returns the checkpoint path (rank 0).
     `argv` is the command line recorded in the card (default: this process's arguments)."""
@@ -84,6 +107,7 @@ def train(task_name: str, config: TrainConfig, argv: list[str] | None = None) ->
     else:
         assert isinstance(config, LanguageModelTrainConfig)
         task, model, checkpoint_config, test_ids = language.build(task_name, config)
+    init = _init_from(config, model, checkpoint_config, task.tokenizer)
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config_as_dict(config), indent=2) + "\n")
@@ -129,6 +153,8 @@ def train(task_name: str, config: TrainConfig, argv: list[str] | None = None) ->
         samples=samples,
         command=command_line(argv),
     )
+    if init is not None:
+        card["init_from"] = init
     export_dir = Path(config.export_dir) if config.export_dir else run_dir / "checkpoint"
     save_checkpoint(export_dir, model.cpu(), checkpoint_config, task.tokenizer, card)
     plot_curves(history, task.metric, run_dir / "curves.png")

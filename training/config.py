@@ -43,6 +43,7 @@ class TrainConfig:
     max_train_batches: int = 0  # 0 means all; smoke runs cap this
     max_eval_batches: int = 0
     storage_dtype: str = "float16"
+    init_from: str | None = None  # a checkpoint to start from instead of random weights
     smoke: bool = False
 
 
