@@ -132,6 +132,7 @@ def save_checkpoint(
     path.mkdir(parents=True, exist_ok=True)
     stored = copy.deepcopy(model).to(device="cpu", dtype=STORAGE_DTYPES[config.dtype])
     save_model(stored, str(path / WEIGHTS))  # drops tied duplicates; load_model restores them
+    (path / WEIGHTS).chmod(0o644)  # safetensors writes 0600; a checkpoint is meant to be shared
     (path / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     (path / TOKENIZER).write_text(tokenizer.to_json())
     (path / CARD).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")

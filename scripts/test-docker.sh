@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# End-to-end test of the container: build the image, `docker compose up --wait`, call every
+# endpoint on the published port, check the user is not root, stop within the grace period,
+# then remove what was created. Prints build time, image size and time to healthy.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+project=lstm-serve-e2e
+compose=(docker compose -p "$project")
+base=http://127.0.0.1:8000
+fail() { echo "FAIL: $*" >&2; exit 1; }
+cleanup() { "${compose[@]}" down --rmi local --volumes --timeout 30 >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+started=$(date +%s.%N)
+"${compose[@]}" build --quiet api
+built=$(date +%s.%N)
+"${compose[@]}" up -d --wait --wait-timeout 120 api
+healthy=$(date +%s.%N)
+
+post() { curl -sS -f -H 'content-type: application/json' -d "$2" "$base$1"; }
+expect() { echo "$2" | python3 -c "import json,sys; d=json.load(sys.stdin); assert $3, d" \
+  || fail "$1: $2"; echo "ok  $1"; }
+
+expect "GET /health/live" "$(curl -sS -f $base/health/live)" 'd["status"] == "ok"'
+expect "GET /health/ready" "$(curl -sS -f $base/health/ready)" 'd["status"] == "ok" and len(d["models"]) == 3'
+expect "GET /models" "$(curl -sS -f $base/models)" \
+  '{m["name"] for m in d["models"]} == {"sentiment", "next-word", "generate"} and all(m["metrics"] for m in d["models"])'
+expect "POST /sentiment" "$(post /sentiment '{"text": "A wonderful film, moving and funny."}')" \
+  'd["label"] == "positive" and abs(sum(d["probabilities"].values()) - 1) < 1e-4'
+expect "POST /sentiment/batch" "$(post /sentiment/batch '{"texts": ["Great.", "Awful, boring and far too long."]}')" \
+  '[r["label"] for r in d["results"]] == ["positive", "negative"]'
+expect "POST /next-word" "$(post /next-word '{"text": "The history of the "}')" 'len(d["suggestions"]) == 3'
+expect "POST /generate" "$(post /generate '{"prompt": "ROMEO:\n", "max_new_tokens": 40, "seed": 7}')" \
+  'd["tokens"] == 40 and d["seed"] == 7'
+stream=$(curl -sS -N -H 'content-type: application/json' -d '{"prompt": "JULIET:", "max_new_tokens": 5, "seed": 1}' $base/generate/stream)
+echo "$stream" | grep -c '^event: token' | grep -qx 5 || fail "SSE: $stream"
+echo "$stream" | grep -q '^event: done' || fail "SSE has no done event"; echo "ok  POST /generate/stream"
+status=$(curl -sS -o /dev/null -w '%{http_code}' -H 'content-type: application/json' -d '{"text": ""}' $base/sentiment)
+[ "$status" = 422 ] || fail "empty text gave $status"; echo "ok  422 on bad input"
+curl -sS -f $base/metrics | grep -q lstm_serve_requests_total || fail "metrics"; echo "ok  GET /metrics"
+
+uid=$("${compose[@]}" exec -T api id -u)
+[ "$uid" != 0 ] || fail "the container runs as root"; echo "ok  runs as uid $uid"
+
+image=$("${compose[@]}" images -q api | head -n1)
+size=$(docker image inspect "$image" --format '{{.Size}}')
+stop_started=$(date +%s.%N)
+"${compose[@]}" stop --timeout 30 api
+stopped=$(date +%s.%N)
+code=$(docker inspect "$("${compose[@]}" ps -aq api)" --format '{{.State.ExitCode}}')
+[ "$code" = 0 ] || fail "exit code $code after SIGTERM"
+python3 - "$started" "$built" "$healthy" "$stop_started" "$stopped" "$size" <<'PY'
+import sys
+start, built, healthy, stop0, stop1, size = map(float, sys.argv[1:])
+print(f"build {built - start:.1f} s, image {size / 2**20:.0f} MiB, up to healthy {healthy - built:.1f} s, "
+      f"stop {stop1 - stop0:.1f} s (grace 30 s)")
+assert stop1 - stop0 < 30, "did not stop within the grace period"
+PY
+echo "docker end-to-end test passed"
