@@ -40,8 +40,7 @@ async def _submit(state: State, key: str, payload: object) -> object:
         raise
 
 
-def _result(loaded: object, result: inference.SentimentResult) -> SentimentResult:
-    labels = list(loaded.checkpoint.config.labels)  # type: ignore[attr-defined]
+def _result(labels: tuple[str, ...], result: inference.SentimentResult) -> SentimentResult:
     best = max(range(len(labels)), key=lambda i: result.probabilities[i])
     return SentimentResult(
         label=labels[best],
@@ -66,7 +65,9 @@ async def sentiment(body: SentimentRequest, state: State, request: Request) -> S
     result = await _submit(state, f"{name}:sentiment", review)
     assert isinstance(result, inference.SentimentResult)
     return SentimentResponse(
-        **_result(loaded, result).model_dump(), model=name, model_version=loaded.version
+        **_result(loaded.checkpoint.config.labels, result).model_dump(),
+        model=name,
+        model_version=loaded.version,
     )
 
 
@@ -85,7 +86,11 @@ async def sentiment_batch(
     reviews = [inference.encode_review(loaded.checkpoint, t, body.explain) for t in body.texts]
     results = await asyncio.gather(*(_submit(state, f"{name}:sentiment", r) for r in reviews))
     return SentimentBatchResponse(
-        results=[_result(loaded, r) for r in results if isinstance(r, inference.SentimentResult)],
+        results=[
+            _result(loaded.checkpoint.config.labels, r)
+            for r in results
+            if isinstance(r, inference.SentimentResult)
+        ],
         model=name,
         model_version=loaded.version,
     )
