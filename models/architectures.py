@@ -254,6 +254,20 @@ class LanguageModel(nn.Module):
         log_probs = torch.log_softmax(self.logits(hidden).float(), dim=-1)
         return log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)
 
+    def next_logits(
+        self,
+        tokens: torch.Tensor,
+        state: State | None = None,
+        lengths: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, State]:
+        """Logits (B, V) after each row's last real token only, and the state there: reading a
+        prompt needs no projection to the vocabulary at the positions before."""
+        hidden, new_state = self.features(tokens, state, lengths)  # (B, T, H)
+        last = (lengths.to(hidden.device) - 1) if lengths is not None else None
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        final = hidden[rows, last] if last is not None else hidden[:, -1]  # (B, H)
+        return self.logits(final), new_state
+
     def forward(
         self,
         tokens: torch.Tensor,

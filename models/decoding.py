@@ -88,8 +88,8 @@ def prefill(
     """Read prompt ids; return the logits for the next token (V,) and the state after the prompt."""
     device = next(model.parameters()).device
     tokens = torch.tensor([list(ids)], dtype=torch.long, device=device)  # (1, T)
-    logits, new_state = model(tokens, state)
-    return logits[0, -1], new_state
+    logits, new_state = model.next_logits(tokens, state)
+    return logits[0], new_state
 
 
 @torch.inference_mode()

@@ -149,8 +149,8 @@ class GenerationScheduler:
         if self.cache is not None:
             return self.cache.read(self.model, ids)
         tokens = torch.tensor([ids], dtype=torch.long, device=self.device)
-        logits, state = self.model(tokens)
-        return logits[0, -1], state
+        logits, state = self.model.next_logits(tokens)
+        return logits[0], state
 
     @torch.inference_mode()
     def step(self) -> None:

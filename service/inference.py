@@ -215,9 +215,8 @@ def next_word_distributions(
             tokens[row, : len(rest)] = torch.tensor(rest)
         starts = [_start_state(model, found[i][1]) for i in todo]
         with torch.inference_mode():
-            logits, new_state = model(tokens.to(device), concat_states(starts), lengths)
-            last = logits[torch.arange(len(rests)), lengths.to(device) - 1]  # (B, V)
-            log_probs = torch.log_softmax(last.float(), dim=-1)
+            last, new_state = model.next_logits(tokens.to(device), concat_states(starts), lengths)
+            log_probs = torch.log_softmax(last.float(), dim=-1)  # (B, V)
         for row, index in enumerate(todo):
             results[index] = log_probs[row]
             if cache is not None:

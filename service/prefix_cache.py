@@ -90,11 +90,11 @@ class PrefixCache:
         rest = torch.tensor([list(ids[length:])], dtype=torch.long, device=device)  # (1, T)
         if entry is None:
             self.misses += 1
-            logits, state = model(rest)
+            logits, state = model.next_logits(rest)
         else:
             self.hits += 1
             self.tokens_saved += length
-            logits, state = model(rest, entry.state)
-        log_probs = torch.log_softmax(logits[0, -1].float(), dim=-1)
+            logits, state = model.next_logits(rest, entry.state)
+        log_probs = torch.log_softmax(logits[0].float(), dim=-1)
         self.put(ids, log_probs, state)
         return log_probs, state

@@ -129,3 +129,23 @@ def test_classifier_config_rejects_bad_values(kwargs: dict[str, object], message
 def test_language_model_config_rejects_tied_adaptive() -> None:
     with pytest.raises(ValueError, match="tie_weights cannot be combined"):
         LanguageModelConfig(vocab_size=100, tie_weights=True, adaptive_cutoffs=(10,))
+
+
+def test_next_logits_equals_the_last_real_position_of_a_full_pass() -> None:
+    torch.manual_seed(5)
+    model = LanguageModel(
+        LanguageModelConfig(
+            vocab_size=40,
+            embed_dim=8,
+            hidden_dim=8,
+            adaptive_cutoffs=(10, 20),
+            adaptive_div_value=2.0,
+        )
+    ).eval()
+    tokens, lengths = _batch(40, [6, 2, 4], seed=5)
+    full, _ = model(tokens, lengths=lengths)
+    last, _ = model.next_logits(tokens, lengths=lengths)
+    for row, length in enumerate(lengths.tolist()):
+        torch.testing.assert_close(last[row], full[row, length - 1], rtol=0, atol=1e-6)
+    unpadded, _ = model.next_logits(tokens[:1])
+    torch.testing.assert_close(unpadded[0], full[0, -1], rtol=0, atol=1e-6)
