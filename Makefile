@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell echo "$(TORCH_SPEC)" | tr -c 'a-zA-Z0-9.\n' 
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test lint typecheck unit format clean
+.PHONY: install serve test test-docker lint typecheck unit format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest
 
 test: lint typecheck unit
+
+# Needs a Docker engine with Compose v2: builds the image, runs it, calls every endpoint.
+test-docker:
+	bash scripts/test-docker.sh
 
 format: $(STAMP)
 	$(BIN)/ruff format .
