@@ -44,9 +44,20 @@ uid=$("${compose[@]}" exec -T api id -u)
 
 image=$("${compose[@]}" images -q api | head -n1)
 size=$(docker image inspect "$image" --format '{{.Size}}')
+# SIGTERM while a long generation is in flight: it must still complete with 200
+inflight=$(mktemp)
+curl -sS -o "$inflight" -w '%{http_code}' -H 'content-type: application/json' \
+  -d '{"prompt": "KING:", "max_new_tokens": 2000, "seed": 3}' $base/generate > "$inflight.status" &
+curl_pid=$!
+sleep 0.3
 stop_started=$(date +%s.%N)
 "${compose[@]}" stop --timeout 30 api
 stopped=$(date +%s.%N)
+wait "$curl_pid" || true
+[ "$(cat "$inflight.status")" = 200 ] || fail "in-flight request during shutdown: $(cat "$inflight.status") $(cat "$inflight")"
+grep -q '"tokens":2000' "$inflight" || fail "in-flight generation was cut short: $(cat "$inflight")"
+echo "ok  an in-flight request finished during graceful shutdown"
+rm -f "$inflight" "$inflight.status"
 code=$(docker inspect "$("${compose[@]}" ps -aq api)" --format '{{.State.ExitCode}}')
 [ "$code" = 0 ] || fail "exit code $code after SIGTERM"
 python3 - "$started" "$built" "$healthy" "$stop_started" "$stopped" "$size" <<'PY'
