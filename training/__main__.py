@@ -150,6 +150,7 @@ def train(task_name: str, config: TrainConfig, argv: list[str] | None = None) ->
         parameters=count_parameters(model),
         wall_time_s=time.perf_counter() - started,
         device=trainer.device,
+        processes=trainer.world,
         samples=samples,
         command=command_line(argv),
     )

@@ -123,6 +123,25 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type[TrainConfig]) ->
         )
 
 
+def _check_type(path: Path, name: str, value: Any, kind: Any) -> None:
+    """A JSON setting must have its field's type ("epochs": "5" is refused, not kept a string)."""
+    if typing.get_origin(kind) is tuple:
+        item = typing.get_args(kind)[0]
+        ok = isinstance(value, list) and all(isinstance(v, item) for v in value)
+    elif kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind in (str, bool):
+        ok = isinstance(value, kind)
+    else:  # Optional[...]
+        ok = value is None or any(
+            isinstance(value, a) for a in typing.get_args(kind) if a is not type(None)
+        )
+    if not ok:
+        raise ValueError(f"{path}: setting {name!r} must be {kind}, got {value!r}")
+
+
 def resolve_config(task: str, config_file: str | None, flags: dict[str, Any]) -> TrainConfig:
     """Defaults <- training/configs/<task>.json (or --config) <- flags."""
     cls = TASK_CONFIGS[task]
@@ -136,6 +155,9 @@ def resolve_config(task: str, config_file: str | None, flags: dict[str, Any]) ->
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"{path}: unknown settings {unknown}")
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        _check_type(path, name, value, hints[name])
     values.update({k: v for k, v in flags.items() if v is not None and k in known})
     for name in ("pooling", "adaptive_cutoffs", "sample_prompts"):
         if name in values:

@@ -28,12 +28,13 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def hardware(device: torch.device) -> dict[str, Any]:
+def hardware(device: torch.device, processes: int = 1) -> dict[str, Any]:
     info: dict[str, Any] = {
         "device": str(device),
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "processes": processes,  # > 1 under torchrun (DistributedDataParallel)
         "platform": platform.platform(),
     }
     if device.type == "cuda":
@@ -68,6 +69,7 @@ def model_card(
     parameters: int,
     wall_time_s: float,
     device: torch.device,
+    processes: int = 1,
     samples: list[dict[str, str]] | None = None,
     command: str | None = None,
 ) -> dict[str, Any]:
@@ -84,7 +86,7 @@ def model_card(
         "config": config,
         "seed": config.get("seed"),
         "wall_time_s": round(wall_time_s, 1),
-        "hardware": hardware(device),
+        "hardware": hardware(device, processes),
         "versions": versions(),
     }
     if samples:

@@ -5,6 +5,7 @@ resumption from the run directory, and DistributedDataParallel under torchrun.""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -251,6 +252,14 @@ class Trainer:
         self._save_resume()
         return True
 
+    def _settings(self) -> dict[str, Any]:
+        """The settings a resumed run must share (those that change what is trained)."""
+        free = {"threads", "device", "run_dir", "export_dir", "cache_dir", "data"}
+        values = dataclasses.asdict(self.config)
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if k not in free
+        }
+
     def _save_resume(self) -> None:
         """Everything needed to continue: never part of the exported checkpoint."""
         if not self.main:
@@ -265,6 +274,7 @@ class Trainer:
             "last_evaluated": self.last_evaluated,
             "bad_evaluations": self.bad_evaluations,
             "history": json.dumps(self.history.__dict__),
+            "settings": json.dumps(self._settings()),
             "torch_rng": torch.get_rng_state(),
         }
         partial = self.run_dir / (RESUME_FILE + ".part")
@@ -276,6 +286,14 @@ class Trainer:
         if not path.is_file():
             return
         state = torch.load(path, map_location="cpu", weights_only=True)
+        saved = json.loads(state.get("settings", "{}"))
+        changed = {k: (saved.get(k), v) for k, v in self._settings().items() if saved.get(k) != v}
+        if changed:
+            detail = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            raise ValueError(
+                f"{path} belongs to a run with other settings ({detail}); "
+                "resume with the same settings or use another --run-dir"
+            )
         self.model.load_state_dict(state["model"])
         self.best_state = state["best_state"]
         self.optimizer.load_state_dict(state["optimizer"])

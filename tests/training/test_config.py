@@ -183,3 +183,15 @@ def test_the_spelled_out_smoke_flags_match_smoke_overrides(task: str, left_out: 
     spelled = dataclasses.asdict(resolve(task, SMOKE_FLAGS))
     smoke = dataclasses.asdict(smoke_overrides(resolve(task, [])))
     assert {k for k in spelled if spelled[k] != smoke[k]} == left_out
+
+
+def test_a_setting_of_the_wrong_type_in_the_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"epochs": "5"}))
+    with pytest.raises(ValueError, match="setting 'epochs' must be <class 'int'>, got '5'"):
+        resolve_config("sentiment", str(path), {})
+    path.write_text(json.dumps({"pooling": ["max", 3]}))
+    with pytest.raises(ValueError, match="setting 'pooling'"):
+        resolve_config("sentiment", str(path), {})
+    path.write_text(json.dumps({"lr": 1, "data": None, "pooling": ["max"]}))
+    assert resolve_config("sentiment", str(path), {}).lr == 1

@@ -46,6 +46,7 @@ def test_two_process_smoke_run_gives_a_loadable_checkpoint(
     assert loaded.config.task == "generate"
     card = json.loads((export_dir / "card.json").read_text())
     assert card["best_step"] == 4
+    assert card["hardware"]["processes"] == 2
     assert card["command"] == "python -m training " + " ".join(args)
     assert (run_dir / RESUME_FILE).is_file() and (run_dir / "curves.png").is_file()
     measured = evaluate(str(export_dir), str(shakespeare_file), threads=1, device="cpu")

@@ -93,3 +93,19 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(
     assert card(resumed)["validation_curve"] == card(straight)["validation_curve"]
     assert [e["step"] for e in card(resumed)["validation_curve"]] == [4.0, 8.0]
     assert card(resumed)["metrics"] == card(straight)["metrics"]
+
+
+def test_resuming_with_other_settings_is_refused(shakespeare_file: Path, tmp_path: Path) -> None:
+    flags = [
+        "generate",
+        "--smoke",
+        "--data",
+        str(shakespeare_file),
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--export-dir",
+        str(tmp_path / "checkpoint"),
+    ]
+    main(flags)
+    with pytest.raises(ValueError, match=r"other settings \(lr: 0.003 -> 0.01\)"):
+        main([*flags, "--lr", "0.01"])

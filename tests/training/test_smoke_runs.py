@@ -143,6 +143,7 @@ def test_card_records_metrics_and_provenance(run: SmokeRun) -> None:
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": 1,
+        "processes": 1,
         "platform": platform.platform(),
     }
     assert card["versions"] == {
