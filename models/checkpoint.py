@@ -80,6 +80,8 @@ class CheckpointConfig:
     dtype: str = "float32"
     # over-long input keeps its first head_tokens and its last max_length - head_tokens
     head_tokens: int = 0
+    # classifiers: logits are divided by it before the softmax (fitted on validation data)
+    temperature: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +93,7 @@ class CheckpointConfig:
             "labels": list(self.labels),
             "max_length": self.max_length,
             "head_tokens": self.head_tokens,
+            "temperature": self.temperature,
             "dtype": self.dtype,
         }
 
@@ -180,9 +183,12 @@ def read_config(path: Path) -> CheckpointConfig:
             labels=tuple(data.get("labels", ())),
             dtype=data.get("dtype", "float32"),
             head_tokens=int(data.get("head_tokens", 0)),
+            temperature=float(data.get("temperature", 1.0)),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise InvalidConfigError(f"{CONFIG}: invalid ({type(error).__name__}: {error})") from None
+    if not config.temperature > 0:
+        raise InvalidConfigError(f"{CONFIG}: temperature must be positive")
     if not 0 <= config.head_tokens <= config.max_length:
         raise InvalidConfigError(f"{CONFIG}: head_tokens must be within [0, max_length]")
     if config.task not in TASKS or config.dtype not in STORAGE_DTYPES:

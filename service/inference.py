@@ -69,7 +69,8 @@ def classify(checkpoint: Checkpoint, reviews: Sequence[Review]) -> list[Sentimen
         tokens[row, : len(review.ids)] = torch.tensor(review.ids)
     with torch.inference_mode():
         logits, _ = model(tokens.to(device), lengths.to(device))
-        probabilities = torch.softmax(logits.float(), dim=-1).cpu().tolist()
+        scaled = logits.float() / checkpoint.config.temperature  # calibrated probabilities
+        probabilities = torch.softmax(scaled, dim=-1).cpu().tolist()
     results = []
     for review, probs in zip(reviews, probabilities, strict=True):
         explanation = explain(checkpoint, review) if review.explain else None
@@ -94,7 +95,7 @@ def explain(checkpoint: Checkpoint, review: Review) -> list[TokenContribution]:
             embedded.to(model.embedding.weight.dtype),
             torch.tensor([len(review.ids)], device=device),
         )
-        margin = logits[0, -1] - logits[0, 0]
+        margin = (logits[0, -1] - logits[0, 0]) / checkpoint.config.temperature
         (gradient,) = torch.autograd.grad(margin, embedded)
     scores = (gradient * embedded.detach()).sum(-1)[0].tolist()
     tokenizer = checkpoint.tokenizer

@@ -16,7 +16,13 @@ import torch.distributed as dist
 from torch import nn
 
 from models.architectures import LanguageModel, count_parameters
-from models.checkpoint import STORAGE_DTYPES, CheckpointConfig, load_checkpoint, save_checkpoint
+from models.checkpoint import (
+    STORAGE_DTYPES,
+    Checkpoint,
+    CheckpointConfig,
+    load_checkpoint,
+    save_checkpoint,
+)
 from models.decoding import SamplingParams, generate_ids, make_generator
 from models.tokenizers import Tokenizer
 from training import language, sentiment
@@ -30,6 +36,7 @@ from training.config import (
     resolve_config,
     smoke_overrides,
 )
+from training.data import Example
 from training.export import command_line, model_card, plot_curves
 from training.loop import Trainer, pick_device, seed_everything
 
@@ -122,8 +129,13 @@ def train(task_name: str, config: TrainConfig, argv: list[str] | None = None) ->
     model.eval()
     _round_to_storage(model, config.storage_dtype)
     samples: list[dict[str, str]] = []
+    calibration: dict[str, float] = {}
     if isinstance(task, sentiment.SentimentTask):
-        test = sentiment.test_metrics(task, model)
+        calibration = sentiment.calibrate(task, model)
+        checkpoint_config = dataclasses.replace(
+            checkpoint_config, temperature=calibration["temperature"]
+        )
+        test = sentiment.test_metrics(task, model, checkpoint_config.temperature)
         dataset, hashes = task.data.name, task.data.sha256
     else:
         assert isinstance(model, LanguageModel) and test_ids is not None
@@ -156,6 +168,8 @@ def train(task_name: str, config: TrainConfig, argv: list[str] | None = None) ->
     )
     if init is not None:
         card["init_from"] = init
+    if calibration:
+        card["calibration"] = calibration
     export_dir = Path(config.export_dir) if config.export_dir else run_dir / "checkpoint"
     save_checkpoint(export_dir, model.cpu(), checkpoint_config, task.tokenizer, card)
     plot_curves(history, task.metric, run_dir / "curves.png")
@@ -163,33 +177,72 @@ def train(task_name: str, config: TrainConfig, argv: list[str] | None = None) ->
     return export_dir
 
 
-def evaluate(checkpoint: str, data: str | None, threads: int, device: str) -> dict[str, float]:
-    """Measure a checkpoint on the test split of `data` (None: the downloaded corpus), split and
-    capped as its training run did, so the card's test metrics are reproduced."""
-    torch.set_num_threads(threads)
-    loaded = load_checkpoint(checkpoint, device=pick_device(device))
+def _card_config(loaded: Checkpoint, data: str | None) -> TrainConfig:
+    """The training settings recorded in a checkpoint's card, reading `data` instead."""
     card_config: dict[str, Any] = loaded.card.get("config", {})
-    task_name = loaded.config.task
-    cls = TASK_CONFIGS[task_name]
+    cls = TASK_CONFIGS[loaded.config.task]
     known = {f.name for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {
         k: tuple(v) if isinstance(v, list) else v for k, v in card_config.items() if k in known
     }
     config = cls(**values)
     config.data = data
+    return config
+
+
+def _review_rows(loaded: Checkpoint, examples: list[Example]) -> list[tuple[list[int], int]]:
+    max_length, head = loaded.config.max_length, loaded.config.head_tokens
+    return [
+        (sentiment.encode(loaded.tokenizer, e.text, max_length, head), e.label) for e in examples
+    ]
+
+
+def calibrate(checkpoint: str, data: str | None, threads: int) -> dict[str, float]:
+    """Fit a sentiment checkpoint's temperature on its training run's validation split, re-measure
+    the test split with it, and rewrite the checkpoint (weights unchanged)."""
+    torch.set_num_threads(threads)
+    loaded = load_checkpoint(checkpoint)
+    config = _card_config(loaded, data)
+    if not isinstance(config, SentimentConfig):
+        raise ValueError(f"{checkpoint}: only sentiment checkpoints are calibrated")
+    splits = sentiment.load_data(config)
+    pad = loaded.tokenizer.pad_id or 0
+    logits, labels = sentiment.predict_rows(
+        loaded.model, _review_rows(loaded, splits.valid), pad, config.max_eval_batches
+    )
+    temperature = sentiment.fit_temperature(logits, labels)
+    calibration = {
+        "temperature": temperature,
+        "validation_loss_before": sentiment.classification_metrics(logits, labels)["loss"],
+        "validation_loss_after": sentiment.classification_metrics(logits, labels, temperature)[
+            "loss"
+        ],
+    }
+    test = sentiment.evaluate_rows(
+        loaded.model, _review_rows(loaded, splits.test), pad, config.max_eval_batches, temperature
+    )
+    card = {**loaded.card, "calibration": calibration}
+    card["metrics"] = {**card.get("metrics", {}), "test": test}
+    new_config = dataclasses.replace(loaded.config, temperature=temperature)
+    save_checkpoint(checkpoint, loaded.model, new_config, loaded.tokenizer, card)
+    return {**calibration, **{f"test_{k}": v for k, v in test.items()}}
+
+
+def evaluate(checkpoint: str, data: str | None, threads: int, device: str) -> dict[str, float]:
+    """Measure a checkpoint on the test split of `data` (None: the downloaded corpus), split and
+    capped as its training run did, so the card's test metrics are reproduced."""
+    torch.set_num_threads(threads)
+    loaded = load_checkpoint(checkpoint, device=pick_device(device))
+    task_name = loaded.config.task
+    config = _card_config(loaded, data)
     if isinstance(config, SentimentConfig):
-        examples = sentiment.load_data(config).test
-        rows = [
-            (
-                sentiment.encode(
-                    loaded.tokenizer, e.text, loaded.config.max_length, loaded.config.head_tokens
-                ),
-                e.label,
-            )
-            for e in examples
-        ]
+        rows = _review_rows(loaded, sentiment.load_data(config).test)
         return sentiment.evaluate_rows(
-            loaded.model, rows, loaded.tokenizer.pad_id or 0, config.max_eval_batches
+            loaded.model,
+            rows,
+            loaded.tokenizer.pad_id or 0,
+            config.max_eval_batches,
+            loaded.config.temperature,
         )
     assert isinstance(config, LanguageModelTrainConfig) and isinstance(loaded.model, LanguageModel)
     if task_name == "next-word":
@@ -212,12 +265,20 @@ def main(argv: list[str] | None = None) -> int:
             "--config", help="JSON file of settings (default training/configs/<task>.json)"
         )
         add_config_flags(sub, cls)
+    sub = commands.add_parser("calibrate", help="fit a sentiment checkpoint's temperature")
+    sub.add_argument("checkpoint")
+    sub.add_argument("--data", help="the data set it was trained on; default: download it")
+    sub.add_argument("--threads", type=int, default=1)
     sub = commands.add_parser("evaluate", help="measure a checkpoint on a test split")
     sub.add_argument("checkpoint")
     sub.add_argument("--data", help="the data set (file or directory); default: download it")
     sub.add_argument("--threads", type=int, default=1)
     sub.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    if args.command == "calibrate":
+        metrics = calibrate(args.checkpoint, args.data, args.threads)
+        print(json.dumps({k: round(v, 4) for k, v in metrics.items()}, indent=2))
+        return 0
     if args.command == "evaluate":
         metrics = evaluate(args.checkpoint, args.data, args.threads, args.device)
         print(json.dumps({k: round(v, 4) for k, v in metrics.items()}, indent=2))

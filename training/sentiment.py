@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -149,42 +150,81 @@ class SentimentTask:
         )
 
 
-def evaluate_rows(
+def predict_rows(
     model: nn.Module,
     rows: list[tuple[list[int], int]],
     pad_id: int,
     max_batches: int = 0,
     batch_size: int = 64,
-) -> dict[str, float]:
-    """Accuracy, F1 of the positive class and mean loss, batches sorted by length."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (N, C) and labels (N,) in batches sorted by length (in that order)."""
     device = next(model.parameters()).device
     ordered = sorted(rows, key=lambda r: len(r[0]))
     chunks = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
     if max_batches:
         chunks = chunks[:max_batches]
-    true_pos = false_pos = false_neg = correct = total = 0
-    loss_sum = 0.0
+    logits, labels = [], []
     with torch.inference_mode():
         for chunk in chunks:
             tokens, lengths = pad_batch([r for r, _ in chunk], pad_id)
-            labels = torch.tensor([label for _, label in chunk], device=device)
-            logits, _ = model(tokens.to(device), lengths.to(device))
-            loss_sum += float(nn.functional.cross_entropy(logits.float(), labels, reduction="sum"))
-            predicted = logits.argmax(-1)
-            correct += int((predicted == labels).sum())
-            true_pos += int(((predicted == 1) & (labels == 1)).sum())
-            false_pos += int(((predicted == 1) & (labels == 0)).sum())
-            false_neg += int(((predicted == 0) & (labels == 1)).sum())
-            total += len(chunk)
+            out, _ = model(tokens.to(device), lengths.to(device))
+            logits.append(out.float().cpu())
+            labels.append(torch.tensor([label for _, label in chunk]))
+    if not logits:
+        return torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def classification_metrics(
+    logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
+) -> dict[str, float]:
+    """Accuracy, F1 of the positive class and mean loss of logits / temperature."""
+    total = labels.numel()
+    predicted = logits.argmax(-1)
+    true_pos = int(((predicted == 1) & (labels == 1)).sum())
+    false_pos = int(((predicted == 1) & (labels == 0)).sum())
+    false_neg = int(((predicted == 0) & (labels == 1)).sum())
     precision = true_pos / max(1, true_pos + false_pos)
     recall = true_pos / max(1, true_pos + false_neg)
-    f1 = 2 * precision * recall / max(1e-12, precision + recall)
+    loss = nn.functional.cross_entropy(logits / temperature, labels, reduction="sum")
     return {
-        "accuracy": correct / max(1, total),
-        "f1": f1,
-        "loss": loss_sum / max(1, total),
+        "accuracy": int((predicted == labels).sum()) / max(1, total),
+        "f1": 2 * precision * recall / max(1e-12, precision + recall),
+        "loss": float(loss) / max(1, total),
         "examples": float(total),
     }
+
+
+def evaluate_rows(
+    model: nn.Module,
+    rows: list[tuple[list[int], int]],
+    pad_id: int,
+    max_batches: int = 0,
+    temperature: float = 1.0,
+) -> dict[str, float]:
+    """Accuracy, F1 of the positive class and mean loss."""
+    logits, labels = predict_rows(model, rows, pad_id, max_batches)
+    return classification_metrics(logits, labels, temperature)
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The temperature T minimising the mean loss of logits / T (temperature scaling): a model
+    trained to zero training loss is over-confident, and one scalar fixes its probabilities
+    without changing any prediction. Golden-section search over log T in [-3, 3]."""
+
+    def loss(log_t: float) -> float:
+        scaled = logits / math.exp(log_t)
+        return float(nn.functional.cross_entropy(scaled, labels))
+
+    low, high = -3.0, 3.0
+    ratio = (math.sqrt(5) - 1) / 2
+    for _ in range(60):
+        a, b = high - ratio * (high - low), low + ratio * (high - low)
+        if loss(a) < loss(b):
+            high = b
+        else:
+            low = a
+    return round(math.exp((low + high) / 2), 4)
 
 
 def build(
@@ -226,9 +266,24 @@ def build(
     )
 
 
-def test_metrics(task: SentimentTask, model: nn.Module) -> dict[str, float]:
+def calibrate(task: SentimentTask, model: nn.Module) -> dict[str, float]:
+    """Fit the temperature on the validation split; the figures go into the card."""
+    logits, labels = predict_rows(
+        model, task.valid_rows, task.tokenizer.pad_id or 0, task.config.max_eval_batches
+    )
+    temperature = fit_temperature(logits, labels)
+    return {
+        "temperature": temperature,
+        "validation_loss_before": classification_metrics(logits, labels)["loss"],
+        "validation_loss_after": classification_metrics(logits, labels, temperature)["loss"],
+    }
+
+
+def test_metrics(task: SentimentTask, model: nn.Module, temperature: float) -> dict[str, float]:
     """Evaluate once on the test split (after training is over)."""
     if not task.data.test:
         return {}
     rows = task._encode(task.data.test)
-    return evaluate_rows(model, rows, task.tokenizer.pad_id or 0, task.config.max_eval_batches)
+    return evaluate_rows(
+        model, rows, task.tokenizer.pad_id or 0, task.config.max_eval_batches, temperature
+    )

@@ -3,14 +3,18 @@ the tests assert what the service guarantees, not what a trained model would say
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from models.checkpoint import load_checkpoint, save_checkpoint
 from tests.service.conftest import (
     CORPUS,
     SENTIMENT_HEAD_TOKENS,
@@ -345,3 +349,21 @@ def test_docs_and_openapi_document_the_error_envelope(client: TestClient) -> Non
         responses = document["paths"][path]["post"]["responses"]
         for status in ("401", "404", "413", "422", "503", "504"):
             assert responses[status]["content"]["application/json"]["schema"] == error_ref
+
+
+def test_a_calibrated_checkpoint_softens_probabilities_not_labels(
+    client: TestClient, make_settings: SettingsFactory, checkpoints: Checkpoints, tmp_path: Path
+) -> None:
+    original = load_checkpoint(checkpoints.root / "sentiment")
+    hot = dataclasses.replace(original.config, temperature=4.0)
+    save_checkpoint(tmp_path / "hot", original.model, hot, original.tokenizer, original.card)
+    text = {"text": "a great film, truly wonderful"}
+    plain = client.post("/sentiment", json=text).json()
+    with serve(make_settings(models=[f"hot={tmp_path / 'hot'}"])) as other:
+        scaled = other.post("/sentiment", json=text).json()
+    assert scaled["label"] == plain["label"]
+
+    def log_odds(body: dict[str, Any]) -> float:
+        return math.log(body["probabilities"]["positive"] / body["probabilities"]["negative"])
+
+    assert log_odds(scaled) == pytest.approx(log_odds(plain) / 4.0, rel=1e-3)
