@@ -245,6 +245,16 @@ def _row(state: State, row: int) -> State:
 _SPECIAL = {EOS, "<unk>", "<pad>"}
 
 
+def next_words(
+    checkpoint: Checkpoint, queries: Sequence[NextWordQuery], cache: PrefixCache | None
+) -> list[NextWordResult]:
+    """A batch of next-word queries: one packed pass, then each query's suggestions."""
+    model = checkpoint.model
+    assert isinstance(model, LanguageModel)
+    distributions = next_word_distributions(model, queries, cache)
+    return [suggest(checkpoint, q, d) for q, d in zip(queries, distributions, strict=True)]
+
+
 def suggest(
     checkpoint: Checkpoint, query: NextWordQuery, log_probs: torch.Tensor
 ) -> NextWordResult:

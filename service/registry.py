@@ -115,10 +115,16 @@ class Registry:
         version = next(line[:12] for line in manifest if line.endswith(WEIGHTS))  # weights' sha256
         loaded = LoadedModel(checkpoint, version)
         cache_bytes = self.settings.cache_mb * 2**20
-        if isinstance(checkpoint.model, LanguageModel) and cache_bytes:
-            loaded.cache = PrefixCache(cache_bytes)
-        self._wire(name, loaded)
+        if isinstance(checkpoint.model, LanguageModel):
+            loaded.cache = PrefixCache(cache_bytes) if cache_bytes else None
+            loaded.scheduler = GenerationScheduler(
+                checkpoint.model,
+                checkpoint.tokenizer,
+                self.settings.max_active_generations,
+                loaded.cache,
+            )
         self._warm_up(loaded)
+        self._wire(name, loaded)  # only a model that ran its warm-up is given work
         self.models[name] = loaded
         logger.info(
             "loaded %s (%s, %d parameters) on %s",
@@ -134,21 +140,10 @@ class Registry:
             self.engine.register(
                 f"{name}:sentiment", lambda items: inference.classify(checkpoint, items)
             )
-        elif isinstance(checkpoint.model, LanguageModel):
-            model = checkpoint.model
+        elif loaded.scheduler is not None:
             self.engine.register(
                 f"{name}:next-word",
-                lambda queries: [
-                    inference.suggest(checkpoint, q, d)
-                    for q, d in zip(
-                        queries,
-                        inference.next_word_distributions(model, queries, loaded.cache),
-                        strict=True,
-                    )
-                ],
-            )
-            loaded.scheduler = GenerationScheduler(
-                model, checkpoint.tokenizer, self.settings.max_active_generations, loaded.cache
+                lambda queries: inference.next_words(checkpoint, queries, loaded.cache),
             )
             self.engine.add_scheduler(loaded.scheduler)
 

@@ -123,6 +123,26 @@ def test_a_checkpoint_that_loads_but_cannot_run_fails_startup(
         assert fatal == ["checkpoints failed to load (odd: AssertionError())"]
 
 
+def test_with_allow_partial_a_model_that_cannot_run_is_unavailable_and_given_no_work(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    chars = CharTokenizer.fit("abc ")
+    model = LanguageModel(
+        LanguageModelConfig(vocab_size=chars.vocab_size, embed_dim=4, hidden_dim=4, num_layers=1)
+    )
+    config = CheckpointConfig(
+        task="sentiment", model=model.config, tokenizer="char", max_length=8, labels=("n", "p")
+    )
+    odd = save_checkpoint(tmp_path / "odd", model, config, chars, {})
+    settings = make_settings(models=["sentiment", f"odd={odd}"], allow_partial=True)
+    with serve(settings) as client:
+        assert state_of(client).registry.failures == {"odd": "AssertionError()"}
+        assert "odd:sentiment" not in state_of(client).engine._queues
+        response = client.post("/sentiment", json={"text": "abc", "model": "odd"})
+        assert_error(response, 503, "model_unavailable")
+        assert client.post("/sentiment", json={"text": "a fine film"}).status_code == 200
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 @pytest.mark.parametrize(
     ("overrides", "reason"),
