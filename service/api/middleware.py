@@ -45,7 +45,14 @@ class RequestMiddleware:
         try:
             replay = await self._read_body(scope, receive, headers)
             if replay is None:
-                await self._too_large(send_with_id, request_id)
+                message = f"request body is over the limit of {self.max_body_bytes:,} bytes"
+                await _reject(send_with_id, 413, message, "payload_too_large", request_id)
+            elif isinstance(replay, UnicodeDecodeError):
+                message = (
+                    f"the body is not valid UTF-8 (byte 0x{replay.object[replay.start]:02x} "
+                    f"at position {replay.start}); JSON must be UTF-8"
+                )
+                await _reject(send_with_id, 422, message, "validation_error", request_id, "body")
             else:
                 await self.app(scope, replay, send_with_id)
         finally:
@@ -53,8 +60,9 @@ class RequestMiddleware:
 
     async def _read_body(
         self, scope: Scope, receive: Receive, headers: dict[str, str]
-    ) -> Receive | None:
-        """The whole body (bounded), replayed to the app; None when it is over the limit."""
+    ) -> Receive | UnicodeDecodeError | None:
+        """The whole body (bounded), replayed to the app; None when it is over the limit, the
+        decoding error when a JSON body is not UTF-8."""
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             return receive
         declared = headers.get("content-length", "")
@@ -72,6 +80,11 @@ class RequestMiddleware:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body, delivered = b"".join(chunks), False
+        if "json" in headers.get("content-type", ""):
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError as error:
+                return error
 
         async def replay() -> Message:
             nonlocal delivered
@@ -81,27 +94,6 @@ class RequestMiddleware:
             return await receive()  # later calls wait for the client to disconnect
 
         return replay
-
-    async def _too_large(self, send: Send, request_id: str) -> None:
-        body = json.dumps(
-            {
-                "error": f"request body is over the limit of {self.max_body_bytes:,} bytes",
-                "error_type": "payload_too_large",
-                "request_id": request_id,
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
     def _record(self, scope: Scope, request_id: str, status: int, seconds: float) -> None:
         route = scope.get("route")
@@ -121,3 +113,22 @@ class RequestMiddleware:
                 }
             )
         )
+
+
+async def _reject(
+    send: Send, status: int, message: str, error_type: str, request_id: str, field: str = ""
+) -> None:
+    """An error envelope sent before the app sees the request."""
+    envelope: dict[str, Any] = {
+        "error": message,
+        "error_type": error_type,
+        "request_id": request_id,
+    }
+    if field:
+        envelope["details"] = [{"field": field, "message": message}]
+    body = json.dumps(envelope).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 413:
+        headers.append((b"connection", b"close"))  # the rest of the body is not read
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
