@@ -16,7 +16,7 @@ from service.generation import (
     StopScanner,
     TokenEvent,
 )
-from service.inference import NextWordQuery, next_word_distributions
+from service.inference import NextWordQuery, length_groups, next_word_distributions
 from service.prefix_cache import PrefixCache
 
 TEXT = "to be or not to be, that is the question\n"
@@ -129,3 +129,16 @@ def test_stop_scanner_releases_held_text_at_the_end() -> None:
     scanner = StopScanner(("xyz",))
     emitted = scanner.feed("abcx")[0] + scanner.feed("y")[0] + scanner.flush()
     assert emitted == "abcxy"
+
+
+def test_length_groups_keep_padding_small_and_every_index_once() -> None:
+    lengths = [30, 3, 100, 4, 29, 5, 98, 31, 3, 3, 3, 3, 3, 3, 3, 3, 3]
+    groups = length_groups(lengths)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for group in groups:
+        width = max(lengths[i] for i in group)
+        assert len(group) <= 8
+        assert width * len(group) - sum(lengths[i] for i in group) <= 0.2 * width * len(group)
+    # 8 threes fill a group; 5 would pad [3, 3, 4] by 25%, so it starts its own
+    expected = [[3] * 8, [3, 3, 4], [5], [29, 30, 31], [98, 100]]
+    assert [sorted(lengths[i] for i in g) for g in groups] == expected
