@@ -16,7 +16,7 @@ from models.architectures import LanguageModel
 from models.decoding import SamplingParams, make_generator, sample_next
 from models.recurrent import State, concat_states, select_state
 from models.tokenizers import EOS, Tokenizer
-from service.prefix_cache import PrefixCache
+from service.prefix_cache import PrefixCache, read_prefixes
 
 WORD_DISPLAY = {"@-@": "-", "@,@": ",", "@.@": "."}
 
@@ -123,34 +123,38 @@ class GenerationScheduler:
             return len(self._active) + len(self._incoming)
 
     def admit(self) -> None:
-        """Read the prompts of waiting requests (up to max_active running at once)."""
-        while len(self._active) < self.max_active:
-            with self._lock:
-                if not self._incoming:
-                    return
-                request = self._incoming.popleft()
+        """Read the prompts of all waiting requests in one packed pass (up to max_active
+        sequences running at once); they sample their first token at the next step."""
+        with self._lock:
+            free = self.max_active - len(self._active)
+            taken = [self._incoming.popleft() for _ in range(min(free, len(self._incoming)))]
+        waiting = []
+        for request in taken:
             if request.cancelled.is_set():
                 request.emit(FinishEvent("", 0, "cancelled"))
-                continue
-            try:
-                logits, state = self._prefill(request.prompt_ids)
-            except Exception as error:  # one bad request must not stop the others
-                logger.exception("prefill failed")
-                request.emit(FinishEvent("", 0, "error", str(type(error).__name__)))
-                continue
-            self._active.append(
-                _Sequence(
-                    request, make_generator(request.seed), logits, state, StopScanner(request.stop)
-                )
-            )
+            else:
+                waiting.append(request)
+        if not waiting:
+            return
+        read: list[tuple[torch.Tensor, State] | None]
+        try:
+            read = list(read_prefixes(self.model, [r.prompt_ids for r in waiting], self.cache))
+        except Exception:  # read each alone, so one bad prompt fails only itself
+            logger.exception("prefill of %d prompts failed", len(waiting))
+            read = [self._read_alone(r) for r in waiting]
+        for request, prefix in zip(waiting, read, strict=True):
+            if prefix is not None:
+                generator = make_generator(request.seed)
+                scanner = StopScanner(request.stop)
+                self._active.append(_Sequence(request, generator, *prefix, scanner))
 
-    @torch.inference_mode()
-    def _prefill(self, ids: list[int]) -> tuple[torch.Tensor, State]:
-        if self.cache is not None:
-            return self.cache.read(self.model, ids)
-        tokens = torch.tensor([ids], dtype=torch.long, device=self.device)
-        logits, state = self.model.next_logits(tokens)
-        return logits[0], state
+    def _read_alone(self, request: GenerationRequest) -> tuple[torch.Tensor, State] | None:
+        try:
+            return read_prefixes(self.model, [request.prompt_ids], self.cache)[0]
+        except Exception as error:
+            logger.exception("prefill failed")
+            request.emit(FinishEvent("", 0, "error", type(error).__name__))
+            return None
 
     @torch.inference_mode()
     def step(self) -> None:

@@ -12,10 +12,9 @@ import torch
 
 from models.architectures import LanguageModel, SequenceClassifier
 from models.checkpoint import Checkpoint
-from models.recurrent import State, concat_states
 from models.tokenizers import EOS, Tokenizer, truncate_ids
 from service.generation import WORD_DISPLAY
-from service.prefix_cache import CachedPrefix, PrefixCache
+from service.prefix_cache import PrefixCache, read_prefixes
 
 # ---- sentiment ----
 
@@ -220,50 +219,9 @@ def next_word_distributions(
 ) -> list[torch.Tensor]:
     """Next-token log-probabilities (V,) for each query in one packed pass; the longest cached
     prefix of each query is not read again."""
-    device = next(model.parameters()).device
-    found = [cache.longest(q.context_ids) if cache else (0, None) for q in queries]
-    if cache is not None:
-        cache.hits += sum(1 for length, _ in found if length)
-        cache.misses += sum(1 for length, _ in found if not length)
-        cache.tokens_saved += sum(length for length, _ in found)
-    results: dict[int, torch.Tensor] = {
-        i: entry.logits
-        for i, (length, entry) in enumerate(found)
-        if entry is not None and length == len(queries[i].context_ids)
-    }
-    todo = [i for i in range(len(queries)) if i not in results]
-    if todo:
-        rests = [queries[i].context_ids[found[i][0] :] for i in todo]
-        lengths = torch.tensor([len(r) for r in rests])
-        tokens = torch.zeros(len(rests), int(lengths.max()), dtype=torch.long)
-        for row, rest in enumerate(rests):
-            tokens[row, : len(rest)] = torch.tensor(rest)
-        starts = [_start_state(model, found[i][1]) for i in todo]
-        with torch.inference_mode():
-            last, new_state = model.next_logits(tokens.to(device), concat_states(starts), lengths)
-            log_probs = torch.log_softmax(last.float(), dim=-1)  # (B, V)
-        for row, index in enumerate(todo):
-            results[index] = log_probs[row]
-            if cache is not None:
-                cache.put(queries[index].context_ids, log_probs[row], _row(new_state, row))
-    return [results[i] for i in range(len(queries))]
-
-
-def _start_state(model: LanguageModel, entry: CachedPrefix | None) -> State:
-    """The cached state, or the zero state a fresh sequence starts from."""
-    if entry is not None:
-        return entry.state
-    config, param = model.config, next(model.parameters())
-    zeros = torch.zeros(
-        config.num_layers, 1, config.hidden_dim, device=param.device, dtype=param.dtype
-    )
-    return (zeros, zeros.clone()) if config.cell == "lstm" else zeros
-
-
-def _row(state: State, row: int) -> State:
-    if isinstance(state, tuple):
-        return (state[0][:, row : row + 1].clone(), state[1][:, row : row + 1].clone())
-    return state[:, row : row + 1].clone()
+    return [
+        log_probs for log_probs, _ in read_prefixes(model, [q.context_ids for q in queries], cache)
+    ]
 
 
 _SPECIAL = {EOS, "<unk>", "<pad>"}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from models.architectures import LanguageModel
-from models.recurrent import State
+from models.recurrent import State, concat_states
 
 _BASE, _MOD = 1_000_003, (1 << 61) - 1
 
@@ -77,24 +77,59 @@ class PrefixCache:
             _, evicted = self._entries.popitem(last=False)
             self.bytes -= evicted.nbytes
 
-    @torch.inference_mode()
     def read(self, model: LanguageModel, ids: Sequence[int]) -> tuple[torch.Tensor, State]:
-        """Next-token log-probabilities (V,) and the state after `ids`, computing only the
-        uncached suffix. (Log-probabilities sample exactly like the logits they come from.)"""
-        length, entry = self.longest(ids)
-        if entry is not None and length == len(ids):
-            self.hits += 1
-            self.tokens_saved += length
-            return entry.logits, entry.state
+        """Next-token log-probabilities (V,) and the state after `ids`."""
+        return read_prefixes(model, [ids], self)[0]
+
+
+def read_prefixes(
+    model: LanguageModel, prompts: Sequence[Sequence[int]], cache: PrefixCache | None
+) -> list[tuple[torch.Tensor, State]]:
+    """For each prompt, next-token log-probabilities (V,) and the state after it: the uncached
+    rests of all prompts are read in one packed pass from their cached states. (Log-probabilities
+    sample exactly like the logits they come from.)"""
+    found = [cache.longest(ids) if cache else (0, None) for ids in prompts]
+    if cache is not None:
+        cache.hits += sum(1 for length, _ in found if length)
+        cache.misses += sum(1 for length, _ in found if not length)
+        cache.tokens_saved += sum(length for length, _ in found)
+    results: dict[int, tuple[torch.Tensor, State]] = {
+        i: (entry.logits, entry.state)
+        for i, (length, entry) in enumerate(found)
+        if entry is not None and length == len(prompts[i])
+    }
+    todo = [i for i in range(len(prompts)) if i not in results]
+    if todo:
         device = next(model.parameters()).device
-        rest = torch.tensor([list(ids[length:])], dtype=torch.long, device=device)  # (1, T)
-        if entry is None:
-            self.misses += 1
-            logits, state = model.next_logits(rest)
-        else:
-            self.hits += 1
-            self.tokens_saved += length
-            logits, state = model.next_logits(rest, entry.state)
-        log_probs = torch.log_softmax(logits[0].float(), dim=-1)
-        self.put(ids, log_probs, state)
-        return log_probs, state
+        rests = [list(prompts[i][found[i][0] :]) for i in todo]
+        lengths = torch.tensor([len(rest) for rest in rests])
+        tokens = torch.zeros(len(rests), int(lengths.max()), dtype=torch.long)
+        for row, rest in enumerate(rests):
+            tokens[row, : len(rest)] = torch.tensor(rest)
+        starts = [_start_state(model, found[i][1]) for i in todo]
+        with torch.inference_mode():
+            last, new_state = model.next_logits(tokens.to(device), concat_states(starts), lengths)
+            log_probs = torch.log_softmax(last.float(), dim=-1)  # (B, V)
+        for row, index in enumerate(todo):
+            results[index] = (log_probs[row], _row(new_state, row))
+            if cache is not None:
+                cache.put(prompts[index], *results[index])
+    return [results[i] for i in range(len(prompts))]
+
+
+def _start_state(model: LanguageModel, entry: CachedPrefix | None) -> State:
+    """The cached state, or the zero state a fresh sequence starts from."""
+    if entry is not None:
+        return entry.state
+    config, param = model.config, next(model.parameters())
+    zeros = torch.zeros(
+        config.num_layers, 1, config.hidden_dim, device=param.device, dtype=param.dtype
+    )
+    return (zeros, zeros.clone()) if config.cell == "lstm" else zeros
+
+
+def _row(state: State, row: int) -> State:
+    """One sequence's state (batch dim 1), copied out of a batched one."""
+    if isinstance(state, tuple):
+        return (state[0][:, row : row + 1].clone(), state[1][:, row : row + 1].clone())
+    return state[:, row : row + 1].clone()

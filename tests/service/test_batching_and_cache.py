@@ -142,3 +142,25 @@ def test_length_groups_keep_padding_small_and_every_index_once() -> None:
     # 8 threes fill a group; 5 would pad [3, 3, 4] by 25%, so it starts its own
     expected = [[3] * 8, [3, 3, 4], [5], [29, 30, 31], [98, 100]]
     assert [sorted(lengths[i] for i in g) for g in groups] == expected
+
+
+def test_prompts_read_together_and_a_bad_one_fails_alone() -> None:
+    tokenizer = CharTokenizer.fit(TEXT)
+    model = _model(tokenizer.vocab_size)
+    scheduler = GenerationScheduler(model, tokenizer, 8, None)
+    good: list[Event] = []
+    bad: list[Event] = []
+    scheduler.submit(_request(tokenizer.encode("to be").ids, 1, good))
+    scheduler.submit(_request([tokenizer.vocab_size + 5], 2, bad))  # an id the model does not have
+    scheduler.admit()
+    assert scheduler.active() == 1
+    assert isinstance(bad[-1], FinishEvent) and bad[-1].finish_reason == "error"
+    alone: list[Event] = []
+    _run(
+        GenerationScheduler(model, tokenizer, 8, None),
+        [_request(tokenizer.encode("to be").ids, 1, alone)],
+    )
+    while scheduler.active():
+        scheduler.admit()
+        scheduler.step()
+    assert good[-1] == alone[-1]
