@@ -102,11 +102,8 @@ def test_no_loadable_model_fails_even_with_allow_partial(
         assert state_of(client).failed == "no model loaded"
 
 
-def test_a_checkpoint_that_loads_but_cannot_run_fails_startup(
-    make_settings: SettingsFactory, tmp_path: Path
-) -> None:
-    """A language model labelled as a sentiment checkpoint passes every file check but breaks in
-    its warm-up: the service must report failed, not stay 'loading' for ever."""
+def _odd_checkpoint(tmp_path: Path) -> Path:
+    """A language model labelled as a sentiment checkpoint: every file check passes, warm-up fails."""
     chars = CharTokenizer.fit("abc ")
     model = LanguageModel(
         LanguageModelConfig(vocab_size=chars.vocab_size, embed_dim=4, hidden_dim=4, num_layers=1)
@@ -114,7 +111,15 @@ def test_a_checkpoint_that_loads_but_cannot_run_fails_startup(
     config = CheckpointConfig(
         task="sentiment", model=model.config, tokenizer="char", max_length=8, labels=("n", "p")
     )
-    odd = save_checkpoint(tmp_path / "odd", model, config, chars, {})
+    return save_checkpoint(tmp_path / "odd", model, config, chars, {})
+
+
+def test_a_checkpoint_that_loads_but_cannot_run_fails_startup(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    """A language model labelled as a sentiment checkpoint passes every file check but breaks in
+    its warm-up: the service must report failed, not stay 'loading' for ever."""
+    odd = _odd_checkpoint(tmp_path)
     fatal: list[str] = []
     app = create_app(make_settings(models=["sentiment", f"odd={odd}"]), fatal.append)
     with TestClient(app) as client:
@@ -126,14 +131,7 @@ def test_a_checkpoint_that_loads_but_cannot_run_fails_startup(
 def test_with_allow_partial_a_model_that_cannot_run_is_unavailable_and_given_no_work(
     make_settings: SettingsFactory, tmp_path: Path
 ) -> None:
-    chars = CharTokenizer.fit("abc ")
-    model = LanguageModel(
-        LanguageModelConfig(vocab_size=chars.vocab_size, embed_dim=4, hidden_dim=4, num_layers=1)
-    )
-    config = CheckpointConfig(
-        task="sentiment", model=model.config, tokenizer="char", max_length=8, labels=("n", "p")
-    )
-    odd = save_checkpoint(tmp_path / "odd", model, config, chars, {})
+    odd = _odd_checkpoint(tmp_path)
     settings = make_settings(models=["sentiment", f"odd={odd}"], allow_partial=True)
     with serve(settings) as client:
         assert state_of(client).registry.failures == {"odd": "AssertionError()"}
