@@ -103,7 +103,7 @@ def test_no_loadable_model_fails_even_with_allow_partial(
 
 
 def _odd_checkpoint(tmp_path: Path) -> Path:
-    """A language model labelled as a sentiment checkpoint: every file check passes, warm-up fails."""
+    """A language model labelled as a sentiment checkpoint: file checks pass, warm-up fails."""
     chars = CharTokenizer.fit("abc ")
     model = LanguageModel(
         LanguageModelConfig(vocab_size=chars.vocab_size, embed_dim=4, hidden_dim=4, num_layers=1)
