@@ -177,24 +177,25 @@ def _lookup(checkpoint: Checkpoint, word: str) -> int | None:
     return None
 
 
-_VOCABULARIES: dict[int, list[str]] = {}
+_VOCABULARIES: dict[int, tuple[list[str], list[int]]] = {}
 
 
-def _lowered_vocabulary(tokenizer: Tokenizer) -> list[str]:
-    """The vocabulary lower-cased and sorted, built once per tokenizer."""
+def _lowered_vocabulary(tokenizer: Tokenizer) -> tuple[list[str], list[int]]:
+    """The vocabulary lower-cased and sorted, with each word's id; built once per tokenizer."""
     key = id(tokenizer)
     if key not in _VOCABULARIES:
-        _VOCABULARIES[key] = sorted(
-            tokenizer.id_to_token(i).lower() for i in range(tokenizer.vocab_size)
-        )
+        pairs = sorted((tokenizer.id_to_token(i).lower(), i) for i in range(tokenizer.vocab_size))
+        _VOCABULARIES[key] = ([w for w, _ in pairs], [i for _, i in pairs])
     return _VOCABULARIES[key]
 
 
-def _has_completion(tokenizer: Tokenizer, prefix: str) -> bool:
-    words = _lowered_vocabulary(tokenizer)
+def completion_ids(tokenizer: Tokenizer, prefix: str) -> list[int]:
+    """Ids of the vocabulary words that start with `prefix`, ignoring case (two bisections)."""
+    words, ids = _lowered_vocabulary(tokenizer)
     lowered = prefix.lower()
-    index = bisect.bisect_left(words, lowered)
-    return index < len(words) and words[index].startswith(lowered)
+    start = bisect.bisect_left(words, lowered)
+    end = bisect.bisect_left(words, lowered + "\U0010ffff", lo=start)
+    return ids[start:end]
 
 
 def build_query(checkpoint: Checkpoint, text: str, top_k: int, max_tokens: int) -> NextWordQuery:
@@ -203,7 +204,7 @@ def build_query(checkpoint: Checkpoint, text: str, top_k: int, max_tokens: int) 
     words = corpus_words(text)
     prefix = None
     ends_in_word = bool(_WORD_CHARS.search(text))
-    if words and ends_in_word and _has_completion(checkpoint.tokenizer, words[-1]):
+    if words and ends_in_word and completion_ids(checkpoint.tokenizer, words[-1]):
         prefix = words.pop()
     words = words[-max_tokens:]
     ids = [_lookup(checkpoint, w) for w in words]
@@ -243,21 +244,20 @@ def suggest(
     """Top-k next words, or completions of the word being typed when there are any."""
     tokenizer = checkpoint.tokenizer
     probs = log_probs.exp()
-    order = torch.argsort(probs, descending=True).tolist()
-    completing = False
     chosen: list[int] = []
     if query.prefix:
-        lowered = query.prefix.lower()
-        chosen = [
+        candidates = [
             i
-            for i in order
-            if tokenizer.id_to_token(i).lower().startswith(lowered)
-            and tokenizer.id_to_token(i) not in _SPECIAL
-        ][: query.top_k]
-        completing = bool(chosen)
+            for i in completion_ids(tokenizer, query.prefix)
+            if tokenizer.id_to_token(i) not in _SPECIAL
+        ]
+        if candidates:
+            best = probs[candidates].topk(min(query.top_k, len(candidates))).indices.tolist()
+            chosen = [candidates[i] for i in best]
+    completing = bool(chosen)
     if not chosen:
-        chosen = [i for i in order[: query.top_k + 3] if tokenizer.id_to_token(i) not in _SPECIAL]
-        chosen = chosen[: query.top_k]
+        top = probs.topk(min(query.top_k + len(_SPECIAL), probs.numel())).indices.tolist()
+        chosen = [i for i in top if tokenizer.id_to_token(i) not in _SPECIAL][: query.top_k]
     suggestions = [
         Suggestion(
             WORD_DISPLAY.get(tokenizer.id_to_token(i), tokenizer.id_to_token(i)),
