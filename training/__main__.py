@@ -191,10 +191,10 @@ def _card_config(loaded: Checkpoint, data: str | None) -> TrainConfig:
 
 
 def _review_rows(loaded: Checkpoint, examples: list[Example]) -> list[tuple[list[int], int]]:
-    max_length, head = loaded.config.max_length, loaded.config.head_tokens
-    return [
-        (sentiment.encode(loaded.tokenizer, e.text, max_length, head), e.label) for e in examples
-    ]
+    config = loaded.config
+    return sentiment.encode_examples(
+        loaded.tokenizer, examples, config.max_length, config.head_tokens
+    )
 
 
 def calibrate(checkpoint: str, data: str | None, threads: int) -> dict[str, float]:
@@ -210,14 +210,8 @@ def calibrate(checkpoint: str, data: str | None, threads: int) -> dict[str, floa
     logits, labels = sentiment.predict_rows(
         loaded.model, _review_rows(loaded, splits.valid), pad, config.max_eval_batches
     )
-    temperature = sentiment.fit_temperature(logits, labels)
-    calibration = {
-        "temperature": temperature,
-        "validation_loss_before": sentiment.classification_metrics(logits, labels)["loss"],
-        "validation_loss_after": sentiment.classification_metrics(logits, labels, temperature)[
-            "loss"
-        ],
-    }
+    calibration = sentiment.calibration(logits, labels)
+    temperature = calibration["temperature"]
     test = sentiment.evaluate_rows(
         loaded.model, _review_rows(loaded, splits.test), pad, config.max_eval_batches, temperature
     )

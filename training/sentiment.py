@@ -71,6 +71,13 @@ def encode(tokenizer: Tokenizer, text: str, max_length: int, head: int) -> list[
     return truncate_ids(tokenizer.encode(text).ids or [tokenizer.unk_id], max_length, head)[0]
 
 
+def encode_examples(
+    tokenizer: Tokenizer, examples: list[Example], max_length: int, head: int
+) -> list[tuple[list[int], int]]:
+    """(token ids, label) rows, over-long texts cut as `encode` does."""
+    return [(encode(tokenizer, e.text, max_length, head), e.label) for e in examples]
+
+
 def pad_batch(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     lengths = torch.tensor([len(r) for r in rows])
     tokens = torch.full((len(rows), int(lengths.max())), pad_id, dtype=torch.long)
@@ -109,11 +116,9 @@ class SentimentTask:
         self._batches_per_epoch = len(self._epoch_batches(0))
 
     def _encode(self, examples: list[Example]) -> list[tuple[list[int], int]]:
-        cfg = self.config
-        return [
-            (encode(self.tokenizer, e.text, cfg.max_length, cfg.head_tokens), e.label)
-            for e in examples
-        ]
+        return encode_examples(
+            self.tokenizer, examples, self.config.max_length, self.config.head_tokens
+        )
 
     def _epoch_batches(self, epoch: int) -> list[list[tuple[list[int], int]]]:
         batches = bucketed(
@@ -271,6 +276,11 @@ def calibrate(task: SentimentTask, model: nn.Module) -> dict[str, float]:
     logits, labels = predict_rows(
         model, task.valid_rows, task.tokenizer.pad_id or 0, task.config.max_eval_batches
     )
+    return calibration(logits, labels)
+
+
+def calibration(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """The fitted temperature and the validation loss before and after it."""
     temperature = fit_temperature(logits, labels)
     return {
         "temperature": temperature,
