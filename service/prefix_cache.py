@@ -77,10 +77,6 @@ class PrefixCache:
             _, evicted = self._entries.popitem(last=False)
             self.bytes -= evicted.nbytes
 
-    def read(self, model: LanguageModel, ids: Sequence[int]) -> tuple[torch.Tensor, State]:
-        """Next-token log-probabilities (V,) and the state after `ids`."""
-        return read_prefixes(model, [ids], self)[0]
-
 
 def read_prefixes(
     model: LanguageModel, prompts: Sequence[Sequence[int]], cache: PrefixCache | None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import sys
 import time
@@ -283,8 +284,10 @@ def main(argv: list[str] | None = None) -> int:
         config = smoke_overrides(config)
     train(args.command, config, argv)
     if dist.is_initialized():
-        # every process waits for rank 0's export, then leaves the group cleanly (a process that
-        # exits with the group still open can abort)
+        # every process waits for rank 0's export, then leaves the group cleanly. The trainer's
+        # DistributedDataParallel wrapper sits in a reference cycle (the LR schedule's closure):
+        # collect it now, while the group exists, or its destructor runs at exit and can abort.
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
     return 0

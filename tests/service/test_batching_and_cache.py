@@ -17,7 +17,7 @@ from service.generation import (
     TokenEvent,
 )
 from service.inference import NextWordQuery, length_groups, next_word_distributions
-from service.prefix_cache import PrefixCache
+from service.prefix_cache import PrefixCache, read_prefixes
 
 TEXT = "to be or not to be, that is the question\n"
 
@@ -37,21 +37,21 @@ def _cold(model: LanguageModel, ids: list[int]) -> torch.Tensor:
 def test_cached_prefix_gives_exactly_the_cold_answer() -> None:
     model, cache = _model(), PrefixCache(1 << 20)
     short, long = [1, 2, 3, 4], [1, 2, 3, 4, 5, 6, 7]
-    cache.read(model, short)
-    warm, _ = cache.read(model, long)
+    read_prefixes(model, [short], cache)[0]
+    warm, _ = read_prefixes(model, [long], cache)[0]
     torch.testing.assert_close(warm, _cold(model, long), rtol=0, atol=1e-5)
     assert (cache.hits, cache.misses, cache.tokens_saved) == (1, 1, 4)
-    again, _ = cache.read(model, long)
+    again, _ = read_prefixes(model, [long], cache)[0]
     assert torch.equal(again, warm) and cache.hits == 2
 
 
 def test_cache_stays_within_its_byte_budget_evicting_least_recent() -> None:
     model = _model()
     one_entry = PrefixCache(1 << 20)
-    one_entry.read(model, [1])
+    read_prefixes(model, [[1]], one_entry)[0]
     cache = PrefixCache(one_entry.bytes * 2)
     for first in (1, 2, 3):
-        cache.read(model, [first, 5])
+        read_prefixes(model, [[first, 5]], cache)[0]
     assert len(cache) == 2 and cache.bytes <= cache.max_bytes
     assert cache.longest([1, 5])[0] == 0  # the oldest went first
     assert cache.longest([3, 5, 9])[0] == 2
@@ -60,7 +60,7 @@ def test_cache_stays_within_its_byte_budget_evicting_least_recent() -> None:
 def test_batched_next_word_with_cache_hits_equals_each_cold() -> None:
     model, cache = _model(), PrefixCache(1 << 20)
     contexts = [[1, 2, 3], [1, 2, 3, 4, 5], [7], [9, 8, 7, 6, 5, 4]]
-    cache.read(model, [1, 2, 3])  # an exact hit, a partial hit and two misses below
+    read_prefixes(model, [[1, 2, 3]], cache)[0]  # an exact hit, a partial hit and two misses below
     queries = [NextWordQuery(c, None, 0, 3) for c in contexts]
     batched = next_word_distributions(model, queries, cache)
     for context, got in zip(contexts, batched, strict=True):
