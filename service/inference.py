@@ -26,6 +26,7 @@ class Review:
     truncated: bool
     total_tokens: int
     explain: bool
+    trajectory: bool = False
 
 
 @dataclass(frozen=True)
@@ -37,15 +38,25 @@ class TokenContribution:
 
 
 @dataclass(frozen=True)
+class TrajectoryPoint:
+    tokens: int  # the prefix's length in tokens read
+    end: int  # character offset in the text where the prefix ends
+    probabilities: list[float]
+
+
+@dataclass(frozen=True)
 class SentimentResult:
     probabilities: list[float]
     truncated: bool
     tokens: int
     total_tokens: int
     explanation: list[TokenContribution] | None
+    trajectory: list[TrajectoryPoint] | None = None
 
 
-def encode_review(checkpoint: Checkpoint, text: str, explain: bool) -> Review:
+def encode_review(
+    checkpoint: Checkpoint, text: str, explain: bool, trajectory: bool = False
+) -> Review:
     """Tokens of a review, cut to the model's window (first head_tokens + the end) if too long."""
     encoding = checkpoint.tokenizer.encode(text)
     ids, offsets = encoding.ids, encoding.offsets
@@ -53,7 +64,9 @@ def encode_review(checkpoint: Checkpoint, text: str, explain: bool) -> Review:
         ids, offsets = [checkpoint.tokenizer.unk_id], [(0, 0)]
     config = checkpoint.config
     kept, truncated = truncate_ids(list(range(len(ids))), config.max_length, config.head_tokens)
-    return Review([ids[i] for i in kept], [offsets[i] for i in kept], truncated, len(ids), explain)
+    return Review(
+        [ids[i] for i in kept], [offsets[i] for i in kept], truncated, len(ids), explain, trajectory
+    )
 
 
 # Measured on a 2-core CPU (torch 2.13, 1 thread, IMDB reviews): padded batches of similar length
@@ -97,12 +110,48 @@ def classify(checkpoint: Checkpoint, reviews: Sequence[Review]) -> list[Sentimen
     results = []
     for review, probs in zip(reviews, probabilities, strict=True):
         explanation = explain(checkpoint, review) if review.explain else None
+        points = trajectory(checkpoint, review, probs) if review.trajectory else None
         results.append(
             SentimentResult(
-                probs, review.truncated, len(review.ids), review.total_tokens, explanation
+                probs, review.truncated, len(review.ids), review.total_tokens, explanation, points
             )
         )
     return results
+
+
+TRAJECTORY_POINTS = 64
+
+
+def prefix_lengths(tokens: int, points: int = TRAJECTORY_POINTS) -> list[int]:
+    """Up to `points` evenly spaced prefix lengths in 1..tokens, ending with `tokens` itself."""
+    count = min(points, tokens)
+    return [-(-tokens * k // count) for k in range(1, count + 1)]  # ceil: distinct, last = tokens
+
+
+def trajectory(checkpoint: Checkpoint, review: Review, final: list[float]) -> list[TrajectoryPoint]:
+    """Class probabilities after each of up to 64 prefixes of the tokens read. A bidirectional
+    model with pooling has to read every prefix anew: rows are the review cut to the longest
+    prefix of their group (what follows a row's own length is never read), in padded passes of
+    GROUP_SIZE similar lengths (a 512-token review: 62 ms in 8 passes, 171 ms in one 64-row pass,
+    measured on CPU). The last point is the review's own answer, `final`, so the two agree."""
+    model = checkpoint.model
+    assert isinstance(model, SequenceClassifier)
+    device = next(model.parameters()).device
+    ids = torch.tensor(review.ids, device=device)
+    lengths = prefix_lengths(len(review.ids))
+    rows: list[list[float]] = []
+    with torch.inference_mode():
+        for start in range(0, len(lengths), GROUP_SIZE):
+            group = lengths[start : start + GROUP_SIZE]  # ascending: the last is the widest
+            tokens = ids[: group[-1]].expand(len(group), -1)  # (G, T)
+            logits, _ = model(tokens, torch.tensor(group, device=device), packed=False)
+            scaled = logits.float() / checkpoint.config.temperature  # the same calibration
+            rows.extend(torch.softmax(scaled, -1).tolist())
+    rows[-1] = final
+    return [
+        TrajectoryPoint(length, review.offsets[length - 1][1], probs)
+        for length, probs in zip(lengths, rows, strict=True)
+    ]
 
 
 def explain(checkpoint: Checkpoint, review: Review) -> list[TokenContribution]:

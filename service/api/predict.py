@@ -19,6 +19,7 @@ from service.schemas import (
     SentimentRequest,
     SentimentResponse,
     SentimentResult,
+    TrajectoryPoint,
 )
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -55,17 +56,36 @@ def _result(labels: tuple[str, ...], result: inference.SentimentResult) -> Senti
     )
 
 
+def _trajectory(
+    labels: tuple[str, ...], points: list[inference.TrajectoryPoint] | None
+) -> list[TrajectoryPoint] | None:
+    if points is None:
+        return None
+    return [
+        TrajectoryPoint(
+            tokens=point.tokens,
+            end=point.end,
+            probabilities={
+                label: round(p, 6) for label, p in zip(labels, point.probabilities, strict=True)
+            },
+        )
+        for point in points
+    ]
+
+
 @router.post("/sentiment", response_model=SentimentResponse)
 async def sentiment(body: SentimentRequest, state: State, request: Request) -> SentimentResponse:
     """Classify one text as positive or negative."""
     check_length("text", body.text, state.settings.max_text_chars)
     name, loaded = state.registry.get(body.model, "sentiment")
     request.state.model = name
-    review = inference.encode_review(loaded.checkpoint, body.text, body.explain)
+    review = inference.encode_review(loaded.checkpoint, body.text, body.explain, body.trajectory)
     result = await _submit(state, f"{name}:sentiment", review)
     assert isinstance(result, inference.SentimentResult)
+    labels = loaded.checkpoint.config.labels
     return SentimentResponse(
-        **_result(loaded.checkpoint.config.labels, result).model_dump(),
+        **_result(labels, result).model_dump(),
+        trajectory=_trajectory(labels, result.trajectory),
         model=name,
         model_version=loaded.version,
     )
