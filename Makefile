@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell echo "$(TORCH_SPEC)" | tr -c 'a-zA-Z0-9.\n' 
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test test-docker lint typecheck unit format clean
+.PHONY: install serve test test-browser test-docker lint typecheck unit format clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -32,9 +32,14 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not browser"
 
 test: lint typecheck unit
+
+# The playground page in headless Chromium against a real server; installs Chromium if missing.
+test-browser: $(STAMP)
+	bash scripts/install-browser.sh
+	$(BIN)/python -m pytest tests/browser -m browser -p no:cacheprovider
 
 # Needs a Docker engine with Compose v2: builds the image, runs it, calls every endpoint.
 test-docker:

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from service.api import errors, generate, health, predict
+from service.api import errors, generate, health, playground, predict
 from service.api.deps import ServiceState
 from service.api.middleware import RequestMiddleware
 from service.engine import Engine
@@ -71,7 +71,7 @@ def create_app(
     app = FastAPI(title="lstm-serve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.service = state
     errors.install(app)
-    for router in (health.router, predict.router, generate.router):
+    for router in (health.router, predict.router, generate.router, playground.router):
         app.include_router(router)
     if settings.cors_origins:
         app.add_middleware(
