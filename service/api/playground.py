@@ -31,7 +31,7 @@ HEADERS = {
 router = APIRouter(include_in_schema=False)
 
 
-@router.get("/")
+@router.api_route("/", methods=["GET", "HEAD"])
 async def page() -> FileResponse:
     """The playground page."""
     return FileResponse(
@@ -39,7 +39,7 @@ async def page() -> FileResponse:
     )
 
 
-@router.get("/static/{name}")
+@router.api_route("/static/{name}", methods=["GET", "HEAD"])
 async def static_file(name: str) -> FileResponse:
     """One of the page's own files (a fixed list: no path from the request reaches the disk)."""
     media_type = MEDIA_TYPES.get(name)

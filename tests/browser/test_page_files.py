@@ -33,6 +33,14 @@ def test_the_page_is_served_with_a_strict_content_security_policy(plain: TestCli
     assert '<script type="module" src="/static/playground.js"></script>' in response.text
 
 
+def test_head_answers_like_get_without_a_body(plain: TestClient) -> None:
+    for path in ("/", "/static/playground.js"):
+        got, head = plain.get(path), plain.head(path)
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-security-policy"] == got.headers["content-security-policy"]
+        assert head.headers["content-length"] == str(len(got.content))
+
+
 @pytest.mark.parametrize("name", sorted(MEDIA_TYPES))
 def test_each_static_file_is_served_with_its_type(plain: TestClient, name: str) -> None:
     response = plain.get(f"/static/{name}")
