@@ -4,6 +4,7 @@ JSON format, and a character vocabulary. Unknown input maps to the unknown id; i
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,13 @@ PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 
 # A word keeps an inner apostrophe ("don't"); any other run of punctuation is one token per mark.
 _WORD_PATTERN = r"\w+(?:'\w+)*|[^\w\s]"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _valid_unicode(text: str) -> str:
+    """Lone surrogates (JSON's "\\ud800" parses to one) as U+FFFD: the `tokenizers` library
+    raises on a string that is not valid Unicode. One character for one keeps every offset."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 @dataclass(frozen=True)
@@ -89,7 +97,7 @@ class WordTokenizer:
         return self._tokenizer.token_to_id(EOS)
 
     def encode(self, text: str) -> Encoding:
-        encoded = self._tokenizer.encode(text, add_special_tokens=False)
+        encoded = self._tokenizer.encode(_valid_unicode(text), add_special_tokens=False)
         return Encoding(list(encoded.ids), [tuple(o) for o in encoded.offsets])  # type: ignore[misc]
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -100,7 +108,7 @@ class WordTokenizer:
         return UNK if token is None else str(token)
 
     def token_to_id(self, token: str) -> int | None:
-        found = self._tokenizer.token_to_id(token)
+        found = self._tokenizer.token_to_id(_valid_unicode(token))
         return None if found is None else int(found)
 
     def vocabulary(self) -> dict[str, int]:

@@ -65,3 +65,19 @@ def test_ids_are_contiguous_when_a_special_occurs_in_the_corpus() -> None:
     ids = sorted(tokenizer.vocabulary().values())
     assert ids == list(range(tokenizer.vocab_size))
     assert tokenizer.token_to_id("<unk>") == 0 and tokenizer.token_to_id("<eos>") == 1
+
+
+def test_a_lone_surrogate_is_an_unknown_token_never_an_error() -> None:
+    """JSON's "\\ud800" escape parses to a lone surrogate, which `tokenizers` refuses; the word
+    tokenizer reads it as an unknown token (the service refuses such text before, see
+    tests/service/test_bad_input.py; this is the library's own guarantee)."""
+    tokenizer = _text_tokenizer()
+    text = "good \ud800 film\udfff"
+    encoding = tokenizer.encode(text)
+    pieces = [text[start:end] for start, end in encoding.offsets]
+    assert pieces == ["good", "\ud800", "film", "\udfff"]
+    assert encoding.ids[1] == encoding.ids[3] == tokenizer.unk_id
+    assert encoding.ids[2] == tokenizer.token_to_id("film")
+    assert tokenizer.token_to_id("\ud800") is None
+    chars = CharTokenizer.fit("ab")
+    assert chars.encode("a\ud800").ids == [chars.token_to_id("a"), chars.unk_id]
