@@ -223,9 +223,15 @@ def load_checkpoint(
     model = build_model(config.model)
     try:
         load_model(model, str(path / WEIGHTS), strict=True)
-    except (RuntimeError, SafetensorError) as error:
+    except SafetensorError as error:  # truncated, or not safetensors at all (e.g. a pickle)
         summary = str(error).splitlines()[0][:300]
-        raise InvalidConfigError(f"{WEIGHTS}: does not match {CONFIG} ({summary})") from None
+        message = f"{WEIGHTS}: not a readable safetensors file ({summary})"
+        raise InvalidConfigError(message) from None
+    except RuntimeError as error:  # shapes or names differ: torch lists each one on its own line
+        problems = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+        summary = (problems or [str(error)])[0][:300]
+        more = f"; and {len(problems) - 1} more" if len(problems) > 1 else ""
+        raise InvalidConfigError(f"{WEIGHTS}: does not match {CONFIG} ({summary}{more})") from None
     try:
         card = json.loads((path / CARD).read_text())
     except ValueError as error:
