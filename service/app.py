@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from service.api import errors, generate, health, playground, predict
 from service.api.deps import ServiceState
 from service.api.middleware import RequestMiddleware
+from service.api.shedding import LoadShedding
 from service.engine import Engine
 from service.metrics import Metrics
 from service.registry import Registry, StartupError
@@ -80,5 +81,6 @@ def create_app(
             allow_methods=["GET", "POST"],
             allow_headers=["*"],
         )
+    app.add_middleware(LoadShedding, engine=engine, metrics=metrics)  # inside RequestMiddleware
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     return app

@@ -73,7 +73,7 @@ class Engine:
     threads: int = 1
     max_batch_size: int = 32
     max_wait_s: float = 0.0
-    max_queue: int = 256
+    max_queue: int = 64
     observer: Observer | None = None
     _handlers: dict[str, BatchHandler] = field(default_factory=dict)
     _queues: dict[str, deque[_Request]] = field(default_factory=dict)
@@ -138,6 +138,17 @@ class Engine:
         except TimeoutError:
             future.cancel()
             raise DeadlineExceeded(f"no result within the {timeout:g} s deadline") from None
+
+    def refusal(self, operation: str) -> tuple[str, Overloaded] | None:
+        """When every queue of `operation` (e.g. "sentiment") is full: the queue's key and the
+        error to answer at once, before any work is spent on the request. None when one has
+        room."""
+        keys = [key for key in self._queues if key.endswith(f":{operation}")]
+        if not keys or any(len(self._queues[key]) < self.max_queue for key in keys):
+            return None
+        key = min(keys, key=self.retry_after)
+        message = f"the {key} queue is full ({self.max_queue} requests waiting); retry later"
+        return key, Overloaded(message, self.retry_after(key))
 
     def retry_after(self, key: str) -> int:
         """Seconds until the queue ahead would drain at the measured rate (at least 1)."""
