@@ -24,9 +24,16 @@ class CachedPrefix:
     nbytes: int
 
 
-def _state_bytes(state: State) -> int:
-    tensors = state if isinstance(state, tuple) else (state,)
-    return sum(t.numel() * t.element_size() for t in tensors)
+def _own(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor itself if it owns exactly its storage, else a compact copy: a row of a batch
+    is a view that would keep the whole batch's storage alive behind the cache's byte count."""
+    if tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size():
+        return tensor
+    return tensor.clone()
+
+
+def _bytes(tensors: Sequence[torch.Tensor]) -> int:
+    return sum(t.untyped_storage().nbytes() for t in tensors)
 
 
 def prefix_hashes(ids: Sequence[int]) -> list[int]:
@@ -65,7 +72,9 @@ class PrefixCache:
         if not ids:
             return
         key = prefix_hashes(ids)[-1]
-        nbytes = _state_bytes(state) + logits.numel() * logits.element_size()
+        logits = _own(logits)
+        state = (_own(state[0]), _own(state[1])) if isinstance(state, tuple) else _own(state)
+        nbytes = _bytes([logits, *(state if isinstance(state, tuple) else (state,))])
         if nbytes > self.max_bytes:
             return
         old = self._entries.pop(key, None)

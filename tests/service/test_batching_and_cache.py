@@ -57,6 +57,23 @@ def test_cache_stays_within_its_byte_budget_evicting_least_recent() -> None:
     assert cache.longest([3, 5, 9])[0] == 2
 
 
+def test_cache_counts_the_memory_its_entries_keep_alive() -> None:
+    """Entries read in one batch are rows of batched tensors; the cache must hold compact copies,
+    or each entry keeps the whole batch alive while counting one row (a 30x overrun was seen)."""
+    model, cache = _model(), PrefixCache(1 << 30)
+    read_prefixes(model, [[1, 2], [3], [4, 5, 6], [7, 8]], cache)
+    alive = {}
+    for entry in cache._entries.values():
+        tensors = [
+            entry.logits,
+            *(entry.state if isinstance(entry.state, tuple) else [entry.state]),
+        ]
+        for tensor in tensors:
+            assert tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+            alive[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+    assert cache.bytes == sum(alive.values())
+
+
 def test_batched_next_word_with_cache_hits_equals_each_cold() -> None:
     model, cache = _model(), PrefixCache(1 << 20)
     contexts = [[1, 2, 3], [1, 2, 3, 4, 5], [7], [9, 8, 7, 6, 5, 4]]
