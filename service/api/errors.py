@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from service.errors import Overloaded, ServiceError, kind_of
 
 logger = logging.getLogger("lstm_serve.errors")
+MAX_DETAILS = 20  # validation errors listed in `details`; the message says how many there were
 
 STATUS_TYPES = {
     400: "bad_request",
@@ -74,6 +75,16 @@ def _describe(error: dict[str, Any]) -> str:
     return f"`{field}`: {message}{shown}"
 
 
+def _http_message(request: Request, status: int, detail: str, headers: dict[str, str]) -> str:
+    """The router's terse 404 and 405 details, said in full (without echoing the path)."""
+    if status == 404 and detail == "Not Found":
+        return "no route matches this path; the API is listed at /docs"
+    if status == 405 and detail == "Method Not Allowed":
+        allowed = headers.get("Allow") or headers.get("allow") or "another method"
+        return f"{request.method} is not allowed on this route; use {allowed}"
+    return detail
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, error: ServiceError) -> JSONResponse:
@@ -90,26 +101,30 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
         errors = list(error.errors())
+        # bounded: a 1 MB body of wrong items would otherwise answer one detail per item (13 MB)
         details = [
             {
                 "field": _field(tuple(e.get("loc", ())), str(e.get("type", ""))),
                 "message": str(e.get("msg", "")).removeprefix("Value error, "),
             }
-            for e in errors
+            for e in errors[:MAX_DETAILS]
         ]
         message = "; ".join(_describe(e) for e in errors[:5])
         if len(errors) > 5:
-            message += f"; and {len(errors) - 5} more"
+            message += f"; and {len(errors) - 5:,} more"
+        if len(errors) > MAX_DETAILS:
+            message += f" (details lists the first {MAX_DETAILS} of {len(errors):,})"
         return envelope(request, 422, message, "validation_error", details)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        headers = dict(error.headers or {})
         return envelope(
             request,
             error.status_code,
-            str(error.detail),
+            _http_message(request, error.status_code, str(error.detail), headers),
             STATUS_TYPES.get(error.status_code, "http_error"),
-            headers=dict(error.headers or {}),
+            headers=headers,
         )
 
     @app.exception_handler(Exception)

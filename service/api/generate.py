@@ -37,6 +37,13 @@ SSE_DOC: dict[int | str, dict[str, Any]] = {
     }
 }
 
+# A client that reconnects with Last-Event-ID expects the stream to resume where it broke; it
+# cannot (events carry no ids and a generation is not kept), and a new one must not pass for it.
+RESUME_REFUSED = (
+    "`Last-Event-ID`: a stream cannot be resumed (its events carry no ids); send the request "
+    "again without this header, with the `seed` of the first answer for the same text"
+)
+
 
 def _prompt_ids(loaded: LoadedModel, prompt: str) -> tuple[list[int], int, int]:
     """The ids the model reads, how many are the prompt's own tokens (a word model's <eos> start
@@ -141,6 +148,8 @@ async def _stream(run: _Run, state: State, name: str, loaded: LoadedModel) -> As
 async def _generate(
     body: GenerateRequest, state: State, request: Request, stream: bool
 ) -> GenerateResponse | StreamingResponse:
+    if stream and "last-event-id" in request.headers:
+        raise InvalidInput("Last-Event-ID", RESUME_REFUSED)
     check_length("prompt", body.prompt, state.settings.max_prompt_chars)
     name, loaded = state.registry.get(body.model, "generate")
     request.state.model = name

@@ -1,7 +1,10 @@
-"""ASGI middleware: request ids, the body-size limit, one JSON log line and metrics per request."""
+"""ASGI middleware: request ids, the limits checked before the app sees a request (headers, body
+size, encoding, content type, JSON shape), one JSON log line and metrics per request, and the
+cancellation of a request whose client went away before its answer started."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -9,12 +12,29 @@ import time
 import uuid
 from typing import Any
 
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.json_body import json_problem
 from service.metrics import Metrics
 
 access_log = logging.getLogger("lstm_serve.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+MAX_HEADERS = 100
+MAX_HEADER_BYTES = 32 * 1024  # names and values of all headers together
+CLIENT_CLOSED = 499  # logged (never sent) when the client disconnected before the answer
+
+
+class Rejection(Exception):
+    """A request refused before the app sees it: the status, type, message and field."""
+
+    def __init__(self, status: int, error_type: str, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.status, self.error_type, self.message, self.field = status, error_type, message, field
+
+
+class ClientGone(Exception):
+    """The client disconnected while its body was being read."""
 
 
 class RequestMiddleware:
@@ -22,6 +42,7 @@ class RequestMiddleware:
 
     def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
         self.app, self.metrics, self.max_body_bytes = app, metrics, max_body_bytes
+        self._json_routes: set[tuple[str, str]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -43,57 +64,58 @@ class RequestMiddleware:
             await send(message)
 
         try:
-            replay = await self._read_body(scope, receive, headers)
-            if replay is None:
-                message = f"request body is over the limit of {self.max_body_bytes:,} bytes"
-                await _reject(send_with_id, 413, message, "payload_too_large", request_id)
-            elif isinstance(replay, UnicodeDecodeError):
-                message = (
-                    f"the body is not valid UTF-8 (byte 0x{replay.object[replay.start]:02x} "
-                    f"at position {replay.start}); JSON must be UTF-8"
-                )
-                await _reject(send_with_id, 422, message, "validation_error", request_id, "body")
-            else:
-                await self.app(scope, replay, send_with_id)
+            _check_headers(scope)
+            if scope["method"] not in ("POST", "PUT", "PATCH"):
+                await self.app(scope, receive, send_with_id)
+                return
+            body = await self._read_body(receive, headers)
+            if self._takes_json(scope):
+                _check_json(body, headers)
+            elif "json" in headers.get("content-type", ""):
+                _check_utf8(body)
+            if not await _serve(self.app, scope, body, receive, send_with_id):
+                status = CLIENT_CLOSED
+        except Rejection as rejection:
+            await _reject(send_with_id, rejection, request_id)
+        except ClientGone:
+            status = CLIENT_CLOSED
         finally:
             self._record(scope, request_id, status, time.perf_counter() - started)
 
-    async def _read_body(
-        self, scope: Scope, receive: Receive, headers: dict[str, str]
-    ) -> Receive | UnicodeDecodeError | None:
-        """The whole body (bounded), replayed to the app; None when it is over the limit, the
-        decoding error when a JSON body is not UTF-8."""
-        if scope["method"] not in ("POST", "PUT", "PATCH"):
-            return receive
+    async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
+        """The whole body, bounded by max_body_bytes."""
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
-            return None
+            raise self._too_large()
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
-                break
+                raise ClientGone()
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                return None
+                raise self._too_large()
             chunks.append(chunk)
             more = message.get("more_body", False)
-        body, delivered = b"".join(chunks), False
-        if "json" in headers.get("content-type", ""):
-            try:
-                body.decode("utf-8")
-            except UnicodeDecodeError as error:
-                return error
+        return b"".join(chunks)
 
-        async def replay() -> Message:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # later calls wait for the client to disconnect
+    def _too_large(self) -> Rejection:
+        message = f"request body is over the limit of {self.max_body_bytes:,} bytes"
+        return Rejection(413, "payload_too_large", message)
 
-        return replay
+    def _takes_json(self, scope: Scope) -> bool:
+        """Whether a route accepts this method and path; every such route with a body reads
+        JSON. Other requests are left to the router (404 for a path, 405 for a method)."""
+        key = (scope["method"], scope["path"])
+        if key in self._json_routes:
+            return True
+        routes = getattr(getattr(scope.get("app"), "router", None), "routes", [])
+        if not any(route.matches(scope)[0] is Match.FULL for route in routes):
+            return False
+        if len(self._json_routes) < 1000:  # routes have no path parameters; a bound all the same
+            self._json_routes.add(key)
+        return True
 
     def _record(self, scope: Scope, request_id: str, status: int, seconds: float) -> None:
         route = scope.get("route")
@@ -115,20 +137,95 @@ class RequestMiddleware:
         )
 
 
-async def _reject(
-    send: Send, status: int, message: str, error_type: str, request_id: str, field: str = ""
-) -> None:
+def _check_headers(scope: Scope) -> None:
+    headers = scope["headers"]
+    size = sum(len(name) + len(value) for name, value in headers)
+    if len(headers) > MAX_HEADERS or size > MAX_HEADER_BYTES:
+        message = (
+            f"the request has {len(headers)} headers of {size:,} bytes; the limits are "
+            f"{MAX_HEADERS} headers and {MAX_HEADER_BYTES:,} bytes"
+        )
+        raise Rejection(431, "headers_too_large", message, "headers")
+
+
+def _check_utf8(body: bytes) -> None:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        message = (
+            f"the body is not valid UTF-8 (byte 0x{error.object[error.start]:02x} "
+            f"at position {error.start}); JSON must be UTF-8"
+        )
+        raise Rejection(422, "validation_error", message, "body") from None
+
+
+def _check_json(body: bytes, headers: dict[str, str]) -> None:
+    """A route that reads JSON gets UTF-8 JSON that its schema can judge, or a clear refusal."""
+    content_type = headers.get("content-type")
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        got = repr(content_type[:100]) if content_type is not None else "no Content-Type header"
+        message = f"`Content-Type` must be application/json (got {got})"
+        raise Rejection(415, "unsupported_media_type", message, "Content-Type")
+    _check_utf8(body)
+    problem = json_problem(body)
+    if problem is not None:
+        raise Rejection(422, "validation_error", problem.message, problem.field)
+
+
+async def _serve(app: ASGIApp, scope: Scope, body: bytes, receive: Receive, send: Send) -> bool:
+    """Run the app on the body read. A client that disconnects before its answer starts gets the
+    app cancelled, so that its queued work is skipped (the engine drops cancelled requests).
+    Returns False when that happened."""
+    answering, gone, delivered = False, asyncio.Event(), False
+
+    async def replay() -> Message:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await gone.wait()  # later calls (a streaming response listening) wait for the disconnect
+        return {"type": "http.disconnect"}
+
+    async def send_tracking(message: Message) -> None:
+        nonlocal answering
+        answering = answering or message["type"] == "http.response.start"
+        await send(message)
+
+    task = asyncio.ensure_future(app(scope, replay, send_tracking))
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+        if not answering:
+            task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if gone.is_set() and not answering and current is not None and not current.cancelling():
+            return False
+        raise
+    finally:
+        watcher.cancel()
+    return True
+
+
+async def _reject(send: Send, rejection: Rejection, request_id: str) -> None:
     """An error envelope sent before the app sees the request."""
     envelope: dict[str, Any] = {
-        "error": message,
-        "error_type": error_type,
+        "error": rejection.message,
+        "error_type": rejection.error_type,
         "request_id": request_id,
     }
-    if field:
-        envelope["details"] = [{"field": field, "message": message}]
+    if rejection.field:
+        envelope["details"] = [{"field": rejection.field, "message": rejection.message}]
     body = json.dumps(envelope).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if status == 413:
-        headers.append((b"connection", b"close"))  # the rest of the body is not read
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    if rejection.status in (413, 431):
+        headers.append((b"connection", b"close"))  # the rest of the request is not read
+    await send({"type": "http.response.start", "status": rejection.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,127 @@
+"""Checks on a JSON request body that the JSON parser and the schemas would let through silently or
+answer unclearly: nesting deeper than any request needs (Python's parser raises RecursionError near
+1,000 levels), more keys in one object than any request has, a key given twice (the parser keeps
+the last and drops the others), strings that are not valid Unicode (a lone surrogate escape such
+as "\\ud800" parses, then crashes the tokenizers), and numbers Python refuses to convert."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+MAX_DEPTH = 32  # a request is at most 2 levels deep (an object holding a list of strings)
+MAX_KEYS = 64  # a request object has at most 10 fields
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKET = re.compile(rb"[\[\]{}]")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@dataclass(frozen=True)
+class BodyProblem:
+    """What is wrong with the body: the field (dotted path, or "body") and a message naming the
+    limit or the rule that was broken."""
+
+    field: str
+    message: str
+
+
+class _Rejected(Exception):
+    def __init__(self, problem: BodyProblem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+def json_problem(body: bytes) -> BodyProblem | None:
+    """None when the body is JSON that the schemas can judge; else what is wrong with it."""
+    if not body.strip():
+        return BodyProblem("body", "the request body is empty; send a JSON object")
+    if _too_deep(body):
+        return _depth_problem()
+    try:
+        value = json.loads(body, object_pairs_hook=_object)
+    except _Rejected as rejected:
+        return rejected.problem
+    except json.JSONDecodeError as error:
+        where = f"line {error.lineno}, column {error.colno}"
+        return BodyProblem("body", f"the body is not valid JSON: {error.msg} ({where})")
+    except RecursionError:  # not reached while _too_deep sees every bracket; kept as a guard
+        return _depth_problem()
+    except ValueError:  # the one other refusal of json.loads: an integer too long to convert
+        limit = sys.get_int_max_str_digits()
+        message = f"a number in the JSON has more than {limit:,} digits; the limit is {limit:,}"
+        return BodyProblem("body", message)
+    if _SURROGATE_ESCAPE.search(body):
+        return _surrogate_problem(value, "")
+    return None
+
+
+def _depth_problem() -> BodyProblem:
+    return BodyProblem(
+        "body", f"the JSON is nested more than {MAX_DEPTH} levels deep; the limit is {MAX_DEPTH}"
+    )
+
+
+def _too_deep(body: bytes) -> bool:
+    """Whether brackets outside strings nest more than MAX_DEPTH levels (stops at the first)."""
+    if body.count(b"[") + body.count(b"{") <= MAX_DEPTH:
+        return False
+    depth = 0
+    for bracket in _BRACKET.findall(_STRING.sub(b'""', body)):
+        depth += 1 if bracket in (b"[", b"{") else -1
+        if depth > MAX_DEPTH:
+            return True
+    return False
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json.loads' object hook: refuse an object with too many keys or a key given twice."""
+    if len(pairs) > MAX_KEYS:
+        message = f"a JSON object has {len(pairs):,} keys; the limit is {MAX_KEYS}"
+        raise _Rejected(BodyProblem("body", message))
+    result = dict(pairs)
+    if len(result) < len(pairs):
+        keys = [key for key, _ in pairs]
+        twice = next(key for key in keys if keys.count(key) > 1)
+        field = _printable(twice)
+        message = (
+            f"`{field}` is given {keys.count(twice)} times in one JSON object; send each field once"
+        )
+        raise _Rejected(BodyProblem(field, message))
+    return result
+
+
+def _surrogate_problem(value: Any, path: str) -> BodyProblem | None:
+    """The first string (or key) holding a lone UTF-16 surrogate, as a problem naming it."""
+    if isinstance(value, str):
+        found = _SURROGATE.search(value)
+        if found is None:
+            return None
+        field = path or "body"
+        message = (
+            f"`{field}` is not valid Unicode: a lone surrogate \\u{ord(found.group()):04x} at "
+            f"character {found.start()} (a surrogate \\u escape must pair a high and a low one)"
+        )
+        return BodyProblem(field, message)
+    items: list[tuple[str, Any]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = _printable(key)
+            items.append((f"{path}.{name}" if path else name, key))
+            items.append((f"{path}.{name}" if path else name, item))
+    elif isinstance(value, list):
+        items = [(f"{path}[{index}]", item) for index, item in enumerate(value)]
+    for item_path, item in items:
+        problem = _surrogate_problem(item, item_path)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _printable(key: str) -> str:
+    """A key as it can be shown: lone surrogates escaped, so the message itself encodes."""
+    return key.encode("utf-8", "backslashreplace").decode("utf-8")
