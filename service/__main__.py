@@ -9,6 +9,7 @@ import sys
 import uvicorn
 
 from service.app import create_app
+from service.server import BoundedHeadProtocol, Server
 from service.settings import Settings
 
 
@@ -20,7 +21,7 @@ def main() -> int:
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(message)s")
     failure: list[str] = []
-    server: uvicorn.Server | None = None
+    server: Server | None = None
 
     def on_fatal(reason: str) -> None:
         failure.append(reason)
@@ -33,12 +34,12 @@ def main() -> int:
         host=args.host,
         port=args.port,
         loop="uvloop",
-        http="httptools",
+        http=BoundedHeadProtocol,  # httptools, with a bound on a request head
         log_level=settings.log_level,
         access_log=False,
         timeout_graceful_shutdown=30,
     )
-    server = uvicorn.Server(config)
+    server = Server(config)  # exits 0 after a graceful shutdown on SIGTERM
     server.run()
     if failure:
         print(f"lstm-serve did not start: {failure[0]}", file=sys.stderr)

@@ -4,6 +4,7 @@ wires it into the engine, and knows which model answers each task by default."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,24 @@ def check_dtype(device: torch.device, dtype: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
+_ABSOLUTE_PATH = re.compile(r"(?:/[^/\s'\"():,;]+){2,}")
+
+
+def public_reason(error: Exception, path: Path) -> str:
+    """Why a checkpoint failed, as clients may read it (/models, /health, error bodies): the file
+    and the problem, never a directory of this machine. The log has the path and, for an
+    unexpected error, the traceback."""
+    if isinstance(error, CheckpointError):
+        reason = str(error)  # these name the file, not its directory
+    elif isinstance(error, OSError) and error.filename:
+        reason = f"{Path(str(error.filename)).name}: {error.strerror or type(error).__name__}"
+    else:
+        reason = repr(error)
+    for directory in sorted({str(path), str(path.resolve())}, key=len, reverse=True):
+        reason = reason.replace(directory, path.name)
+    return _ABSOLUTE_PATH.sub(lambda found: found.group().rsplit("/", 1)[1], reason)
+
+
 @dataclass
 class LoadedModel:
     checkpoint: Checkpoint
@@ -93,12 +112,12 @@ class Registry:
             try:
                 self._load(name, path)
             except Exception as error:  # a checkpoint that loads but cannot run fails here too
-                reason = str(error) if isinstance(error, CheckpointError) else repr(error)
-                self.failures[name] = reason
+                self.failures[name] = public_reason(error, path)
                 logger.error(
-                    "model %s failed to load: %s",
+                    "model %s failed to load from %s: %s",
                     name,
-                    reason,
+                    path,
+                    error if isinstance(error, CheckpointError) else repr(error),
                     exc_info=not isinstance(error, CheckpointError),
                 )
         if self.failures and not self.settings.allow_partial:

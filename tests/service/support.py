@@ -1,16 +1,20 @@
-"""Helpers shared by the service tests: a served app, the error envelope, SSE frames, and a way to
-hold the engine's inference thread so that queues, deadlines and disconnects are deterministic."""
+"""Helpers shared by the service tests: a served app (in process, or under a real uvicorn server),
+the error envelope, SSE frames, and a way to hold the engine's inference thread so that queues,
+deadlines and disconnects are deterministic."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
 
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from service.api.deps import ServiceState
@@ -121,3 +125,22 @@ def engine_blocked(engine: Engine) -> Iterator[None]:
     finally:
         release.set()
         thread.join(10)
+
+
+@contextmanager
+def running_server(app: FastAPI) -> Iterator[str]:
+    """uvicorn on a free 127.0.0.1 port in a background thread; yields its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, loop="asyncio", log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 10, "uvicorn to start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()

@@ -3,17 +3,12 @@ before any stream starts; a client that disconnects (over a real socket) stops i
 
 from __future__ import annotations
 
-import socket
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from service.app import create_app
@@ -28,6 +23,7 @@ from tests.service.conftest import SettingsFactory
 from tests.service.support import (
     assert_error,
     parse_sse,
+    running_server,
     wait_ready,
     wait_until,
 )
@@ -104,25 +100,6 @@ def test_validation_error_with_stream_is_a_plain_422(
 
 
 # ---- a real server, so that the disconnect is a real one ----
-
-
-@contextmanager
-def running_server(app: FastAPI) -> Iterator[str]:
-    """uvicorn on a free 127.0.0.1 port in a background thread; yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, loop="asyncio", log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started, 10, "uvicorn to start")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
 
 
 @dataclass
