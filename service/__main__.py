@@ -12,6 +12,8 @@ from service.app import create_app
 from service.server import BoundedHeadProtocol, Server
 from service.settings import Settings
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
@@ -19,6 +21,12 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
     settings = Settings()
+    # uvicorn's "trace" logs every request's headers, an API key included: not offered
+    if settings.log_level.upper() not in LOG_LEVELS:
+        levels = ", ".join(level.lower() for level in LOG_LEVELS)
+        message = f"LSTM_SERVE_LOG_LEVEL={settings.log_level!r} is not one of {levels}"
+        print(message, file=sys.stderr)
+        return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(message)s")
     failure: list[str] = []
     server: Server | None = None

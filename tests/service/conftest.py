@@ -164,3 +164,19 @@ def client(make_settings: SettingsFactory) -> Iterator[TestClient]:
     """One ready app for the tests that only send requests (they must not change its state)."""
     with serve(make_settings()) as served:
         yield served
+
+
+# The README's defaults for the limits that make_settings sets small.
+DEFAULT_LIMITS = {
+    "max_text_chars": 20_000,
+    "max_prompt_chars": 8_000,
+    "max_body_bytes": 1_000_000,
+    "max_batch_texts": 64,
+}
+
+
+@pytest.fixture(scope="session")
+def default_limits_client(make_settings: SettingsFactory) -> Iterator[TestClient]:
+    """Like `client`, with the default limits: for inputs near 1 MB (must not change its state)."""
+    with serve(make_settings(**DEFAULT_LIMITS)) as served:
+        yield served

@@ -11,12 +11,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Protocol
 
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from models.checkpoint import MANIFEST, sha256_file
 from service.api.deps import ServiceState
 from service.app import create_app
 from service.engine import Engine
@@ -128,12 +130,14 @@ def engine_blocked(engine: Engine) -> Iterator[None]:
 
 
 @contextmanager
-def running_server(app: FastAPI) -> Iterator[str]:
-    """uvicorn on a free 127.0.0.1 port in a background thread; yields its base URL."""
+def running_server(app: FastAPI, **options: Any) -> Iterator[str]:
+    """uvicorn on a free 127.0.0.1 port in a background thread; yields its base URL. `options`
+    are uvicorn.Config's (e.g. `http=` the protocol class, `log_level=`)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, loop="asyncio", log_level="warning", access_log=False)
+    defaults: dict[str, Any] = {"loop": "asyncio", "log_level": "warning", "access_log": False}
+    config = uvicorn.Config(app, **(defaults | options))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -144,3 +148,12 @@ def running_server(app: FastAPI) -> Iterator[str]:
         server.should_exit = True
         thread.join(15)
         sock.close()
+
+
+def resign(checkpoint: Path, name: str) -> None:
+    """Rewrite the manifest line of file `name` after changing it, so that only the checks on the
+    content (not the sha256 check) can catch the change."""
+    lines = (checkpoint / MANIFEST).read_text().splitlines()
+    digest = sha256_file(checkpoint / name)
+    fixed = [f"{digest}  {name}" if line.endswith(f"  {name}") else line for line in lines]
+    (checkpoint / MANIFEST).write_text("\n".join(fixed) + "\n")

@@ -18,17 +18,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.service.conftest import CHAR_MAX_LENGTH, SENTIMENT_MAX_LENGTH, SettingsFactory
-from tests.service.support import assert_error, detail_fields, parse_sse, serve
+from tests.service.conftest import CHAR_MAX_LENGTH, SENTIMENT_MAX_LENGTH
+from tests.service.support import assert_error, detail_fields, parse_sse
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "RELIABILITY.md"
 JSON = {"content-type": "application/json"}
-DEFAULT_LIMITS = {
-    "max_text_chars": 20_000,
-    "max_prompt_chars": 8_000,
-    "max_body_bytes": 1_000_000,
-    "max_batch_texts": 64,
-}
 ERROR_TYPES = {
     404: "model_not_found",
     405: "method_not_allowed",
@@ -469,12 +463,6 @@ CASES: list[Case] = [
 # ---- the test ----
 
 
-@pytest.fixture(scope="module")
-def defaults_client(make_settings: SettingsFactory) -> Iterator[TestClient]:
-    with serve(make_settings(**DEFAULT_LIMITS)) as client:
-        yield client
-
-
 def _answer(response: Any) -> dict[str, Any]:
     if response.headers["content-type"].startswith("text/event-stream"):
         events = parse_sse(response.text)
@@ -490,8 +478,10 @@ def _param(case: Case) -> Any:
 
 
 @pytest.mark.parametrize("case", [_param(case) for case in CASES])
-def test_bad_input_gets_its_documented_answer(defaults_client: TestClient, case: Case) -> None:
-    response = defaults_client.request(
+def test_bad_input_gets_its_documented_answer(
+    default_limits_client: TestClient, case: Case
+) -> None:
+    response = default_limits_client.request(
         case.method, case.path, content=case.body, headers=dict(case.headers)
     )
     assert "Traceback" not in response.text
@@ -506,7 +496,7 @@ def test_bad_input_gets_its_documented_answer(defaults_client: TestClient, case:
         answer = _answer(response)
         assert case.says.holds(answer), (case.says.description, answer)
     # whatever was sent, the service goes on serving everyone else
-    assert defaults_client.get("/health/ready").status_code == 200
+    assert default_limits_client.get("/health/ready").status_code == 200
 
 
 def test_the_table_is_sound() -> None:

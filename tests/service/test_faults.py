@@ -27,13 +27,14 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from models.checkpoint import CONFIG, MANIFEST, TOKENIZER, WEIGHTS, sha256_file
+from models.checkpoint import CONFIG, MANIFEST, TOKENIZER, WEIGHTS
 from service.app import create_app
 from tests.service.conftest import Checkpoints, SettingsFactory
 from tests.service.support import (
     assert_error,
     engine_blocked,
     parse_sse,
+    resign,
     running_server,
     serve,
     wait_ready,
@@ -48,14 +49,6 @@ GRACE_S = 30  # service/__main__.py: uvicorn's timeout_graceful_shutdown
 # ---- broken checkpoints, each a copy of a good one with one thing wrong ----
 
 
-def _resign(path: Path, name: str) -> None:
-    """Rewrite the manifest line of `name`, so only the content checks can catch the change."""
-    lines = (path / MANIFEST).read_text().splitlines()
-    digest = sha256_file(path / name)
-    fixed = [f"{digest}  {name}" if line.endswith(f"  {name}") else line for line in lines]
-    (path / MANIFEST).write_text("\n".join(fixed) + "\n")
-
-
 def _truncated(path: Path, checkpoints: Checkpoints) -> None:
     """The weights cut to half, as by an interrupted copy (the manifest catches it)."""
     weights = (path / WEIGHTS).read_bytes()
@@ -65,7 +58,7 @@ def _truncated(path: Path, checkpoints: Checkpoints) -> None:
 def _truncated_resigned(path: Path, checkpoints: Checkpoints) -> None:
     """Truncated, and the manifest regenerated after it: the weights themselves are unreadable."""
     _truncated(path, checkpoints)
-    _resign(path, WEIGHTS)
+    resign(path, WEIGHTS)
 
 
 def _lying_config(path: Path, checkpoints: Checkpoints) -> None:
@@ -73,13 +66,13 @@ def _lying_config(path: Path, checkpoints: Checkpoints) -> None:
     config = json.loads((path / CONFIG).read_text())
     config["model"]["hidden_dim"] = 9
     (path / CONFIG).write_text(json.dumps(config))
-    _resign(path, CONFIG)
+    resign(path, CONFIG)
 
 
 def _foreign_tokenizer(path: Path, checkpoints: Checkpoints) -> None:
     """The next-word model's tokenizer in the sentiment checkpoint."""
     shutil.copy(checkpoints.path("next-word") / TOKENIZER, path / TOKENIZER)
-    _resign(path, TOKENIZER)
+    resign(path, TOKENIZER)
 
 
 Breakage = Callable[[Path, Checkpoints], None]
