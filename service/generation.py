@@ -172,8 +172,19 @@ class GenerationScheduler:
         if not running:
             return
         tokens = torch.tensor([[s.last_token] for s in running], device=self.device)  # (B, 1)
-        state = concat_states([s.state for s in running])
-        logits, new_state = self.model(tokens, state)  # (B, 1, V)
+        try:
+            state = concat_states([s.state for s in running])
+            logits, new_state = self.model(tokens, state)  # (B, 1, V)
+        except Exception as error:  # the sequences of this step fail; the next step is clean
+            logger.exception("generation step of %d sequences failed", len(running))
+            for sequence in running:  # kept, they would go on from stale logits and state
+                sequence.request.emit(
+                    FinishEvent(
+                        sequence.scanner.text, sequence.produced, "error", type(error).__name__
+                    )
+                )
+            self._active = []
+            return
         for row, sequence in enumerate(running):
             sequence.logits = logits[row, -1]
             sequence.state = select_state(new_state, torch.tensor([row], device=self.device))

@@ -18,7 +18,7 @@ from models.decoding import SamplingParams
 from service import inference
 from service.engine import Engine
 from service.errors import ModelNotFound, ModelUnavailable, NotReady
-from service.generation import GenerationRequest, GenerationScheduler
+from service.generation import FinishEvent, GenerationRequest, GenerationScheduler
 from service.prefix_cache import PrefixCache
 from service.settings import Settings
 
@@ -176,13 +176,26 @@ class Registry:
             inference.next_word_distributions(checkpoint.model, [query], None)
             scheduler = loaded.scheduler
             assert scheduler is not None
+            finished: list[FinishEvent] = []
             request = GenerationRequest(
-                [checkpoint.tokenizer.unk_id], 2, SamplingParams(), 0, (), emit=lambda event: None
+                [checkpoint.tokenizer.unk_id],
+                2,
+                SamplingParams(),
+                0,
+                (),
+                emit=lambda event: (
+                    finished.append(event) if isinstance(event, FinishEvent) else None
+                ),
             )
             scheduler.submit(request)
             while scheduler.active():
                 scheduler.admit()
                 scheduler.step()
+            ends = [
+                f"{e.finish_reason} ({e.error})" if e.error else e.finish_reason for e in finished
+            ]
+            if ends != ["length"]:  # a step failed: the scheduler ended the sequence, not raised
+                raise RuntimeError(f"warm-up generation ended with {', '.join(ends) or 'nothing'}")
 
     def get(self, name: str | None, task: str) -> tuple[str, LoadedModel]:
         """The named model, or the default for `task` (the first configured model of that task)."""

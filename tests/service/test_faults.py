@@ -29,6 +29,7 @@ from fastapi.testclient import TestClient
 
 from models.checkpoint import CONFIG, MANIFEST, TOKENIZER, WEIGHTS
 from service.app import create_app
+from service.generation import concat_states
 from tests.service.conftest import Checkpoints, SettingsFactory
 from tests.service.support import (
     assert_error,
@@ -37,6 +38,7 @@ from tests.service.support import (
     resign,
     running_server,
     serve,
+    state_of,
     wait_ready,
     wait_until,
 )
@@ -186,6 +188,65 @@ def test_with_allow_partial_broken_checkpoints_are_listed_and_the_others_serve(
     logged = "\n".join(record.getMessage() for record in caplog.records)
     for fault, path in broken.items():
         assert f"model {fault} failed to load from {path}" in logged
+
+
+# ---- the model raising inside a generation step ----
+
+
+def test_a_generation_step_that_raises_fails_its_sequences_and_the_engine_goes_on(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """test_engine.py covers a batch handler that raises; this is the generation step, where the
+    sequences advanced together are that step's batch."""
+    with serve(make_settings()) as client, ThreadPoolExecutor(3) as pool:
+        state = state_of(client)
+        scheduler = state.registry.models["generate"].scheduler
+        assert scheduler is not None
+        calls = 0
+
+        def breaks_once(states: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 3:  # the third step of the three sequences below
+                raise RuntimeError("the model broke")
+            return concat_states(states)
+
+        body = {"prompt": "to be", "max_new_tokens": 50, "seed": 1}
+        with engine_blocked(state.engine):
+            plain = [
+                pool.submit(client.post, "/generate", json=body, headers={"x-request-id": f"g{i}"})
+                for i in range(2)
+            ]
+            streamed = pool.submit(client.post, "/generate/stream", json=body)
+            wait_until(lambda: scheduler.active() == 3, 5)
+            monkeypatch.setattr("service.generation.concat_states", breaks_once)
+        for index, future in enumerate(plain):
+            answer = assert_error(future.result(timeout=10), 500, "internal_error")
+            assert answer["request_id"] == f"g{index}"
+        events = parse_sse(streamed.result(timeout=10).text)
+        assert [name for name, _ in events] == ["token"] * 3 + ["error"]
+        assert events[-1][1] == {"error": "generation failed", "error_type": "internal_error"}
+        assert scheduler.active() == 0  # nothing left running on stale state
+        again = client.post("/generate", json=body)
+        assert again.status_code == 200 and again.json()["tokens"] == 50
+
+
+def test_a_language_model_whose_step_fails_fails_its_warm_up(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scheduler ends the sequences of a failed step instead of raising: the warm-up looks at
+    how its generation ended, so such a model is not reported ready."""
+
+    def broken(states: Any) -> Any:
+        raise RuntimeError("the model broke")
+
+    monkeypatch.setattr("service.generation.concat_states", broken)
+    fatal: list[str] = []
+    app = create_app(make_settings(models=["sentiment", "generate"]), fatal.append)
+    with TestClient(app) as client:
+        wait_until(lambda: client.get("/health/ready").json()["status"] == "failed", 10)
+    reason = "RuntimeError('warm-up generation ended with error (RuntimeError)')"
+    assert fatal == [f"checkpoints failed to load (generate: {reason})"]
 
 
 # ---- a client that goes away while its request waits in the queue ----
