@@ -40,6 +40,10 @@ class ClientGone(Exception):
 class RequestMiddleware:
     """Outermost layer: every response, errors included, carries x-request-id."""
 
+    # A body not received in full by then is refused (408): a client that sends its body a few
+    # bytes at a time would otherwise hold its connection and buffer for as long as it likes.
+    body_timeout_s = 30.0
+
     def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
         self.app, self.metrics, self.max_body_bytes = app, metrics, max_body_bytes
         self._json_routes: set[tuple[str, str]] = set()
@@ -83,10 +87,18 @@ class RequestMiddleware:
             self._record(scope, request_id, status, time.perf_counter() - started)
 
     async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
-        """The whole body, bounded by max_body_bytes."""
+        """The whole body, bounded by max_body_bytes and body_timeout_s."""
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             raise self._too_large()
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                return await self._receive_body(receive)
+        except TimeoutError:
+            message = f"the request body did not arrive within {self.body_timeout_s:g} s"
+            raise Rejection(408, "request_timeout", message) from None
+
+    async def _receive_body(self, receive: Receive) -> bytes:
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
@@ -225,7 +237,7 @@ async def _reject(send: Send, rejection: Rejection, request_id: str) -> None:
         envelope["details"] = [{"field": rejection.field, "message": rejection.message}]
     body = json.dumps(envelope).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if rejection.status in (413, 431):
+    if rejection.status in (408, 413, 431):
         headers.append((b"connection", b"close"))  # the rest of the request is not read
     await send({"type": "http.response.start", "status": rejection.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -1,6 +1,6 @@
 """Security: checkpoints load without running code, the API key (refused without it, compared in
-constant time, never logged), the size limits not covered elsewhere, CORS off unless configured,
-and error bodies that never show a traceback or a path of the machine.
+constant time, never logged), the size and time limits not covered elsewhere, CORS off unless
+configured, and error bodies that never show a traceback or a path of the machine.
 
 Covered elsewhere: a pickle in place of the weights is refused by the library
 (tests/models/test_checkpoint.py::test_a_planted_pickle_is_never_loaded); the body-size limit
@@ -29,6 +29,7 @@ from fastapi.testclient import TestClient
 
 from models.checkpoint import WEIGHTS
 from service.__main__ import main
+from service.api.middleware import RequestMiddleware
 from service.app import create_app
 from service.server import MAX_HEAD_BYTES, BoundedHeadProtocol
 from tests.service.conftest import Checkpoints, SettingsFactory
@@ -242,6 +243,29 @@ def test_an_endless_request_head_is_cut_off(make_settings: SettingsFactory) -> N
         assert sent < 4 * MAX_HEAD_BYTES  # refused soon after the limit, not at the end
         with httpx.Client(base_url=url, timeout=10) as http:
             assert http.get("/health/live").status_code == 200
+
+
+def test_a_body_that_trickles_in_is_refused_after_the_body_timeout(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client sending its body a byte now and then holds a connection and a buffer; after
+    RequestMiddleware.body_timeout_s (30 s; 0.3 s here) it gets a 408 and the connection closes."""
+    monkeypatch.setattr(RequestMiddleware, "body_timeout_s", 0.3)
+    app = create_app(make_settings())
+    with running_server(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /sentiment HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n"
+                b'content-length: 30\r\n\r\n{"text": '
+            )
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert b"the request body did not arrive within 0.3 s" in answer
+        with httpx.Client(base_url=url, timeout=10) as http:
+            assert http.post("/sentiment", json={"text": "a film"}).status_code == 200
 
 
 def test_validation_details_are_bounded(default_limits_client: TestClient) -> None:
