@@ -15,9 +15,11 @@ MODEL_FIELD = Field(
 
 
 class StrictModel(BaseModel):
-    """Unknown fields are an error, never silently ignored."""
+    """Unknown fields are an error, never silently ignored; values are never converted from
+    another JSON type ("5" is not 5, true is not 1, 2.0 is not 2). A JSON integer is still a
+    valid number for a float field."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
 
 
 def _not_blank(value: str, field: str) -> str:

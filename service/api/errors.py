@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -65,11 +66,13 @@ def _describe(error: dict[str, Any]) -> str:
     message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
     value = error.get("input")
     shown = ""
-    if isinstance(value, str):
+    if isinstance(value, bool) or value is None:
+        shown = f" (got {json.dumps(value)})"  # as JSON writes it: true, false, null
+    elif isinstance(value, str):
         shown = f" (got {len(value):,} characters)" if len(value) > 40 else f" (got {value!r})"
     elif isinstance(value, list):
         shown = f" (got {len(value)} items)"
-    elif isinstance(value, int | float) and not isinstance(value, bool):
+    elif isinstance(value, int | float):
         shown = f" (got {value!r})"
     field = _field(tuple(error.get("loc", ())), str(error.get("type", "")))
     return f"`{field}`: {message}{shown}"

@@ -32,10 +32,6 @@ ERROR_TYPES = {
     431: "headers_too_large",
 }
 # Open bugs in files other people own: their cases are xfail(strict=True) until fixed.
-STRICT_TYPES = (
-    "service/schemas.py: StrictModel validates in lax mode, so JSON of another type is coerced "
-    '("5" -> 5, true -> 1, 2.0 -> 2, "true" -> true); it needs ConfigDict(strict=True)'
-)
 NEXT_WORD_CUT = (
     "next-word reads only the last max_length words and the answer does not say so: "
     "NextWordResponse needs `truncated` (service/schemas.py, inference.py, api/predict.py)"
@@ -165,11 +161,11 @@ WRONG_TYPE = {
     "stream": ({"prompt": {"a": 1}}, "prompt", "valid string"),
 }
 STRING_NUMBER = {  # a number or boolean field sent as a JSON string
-    "sentiment": ({"explain": "true"}, "explain", "valid boolean"),
-    "batch": ({"explain": "yes"}, "explain", "valid boolean"),
-    "next-word": ({"top_k": "5"}, "top_k", "valid integer"),
-    "generate": ({"temperature": "0.5"}, "temperature", "valid number"),
-    "stream": ({"max_new_tokens": "3"}, "max_new_tokens", "valid integer"),
+    "sentiment": ({"explain": "true"}, "explain", "valid boolean (got 'true')"),
+    "batch": ({"explain": "yes"}, "explain", "valid boolean (got 'yes')"),
+    "next-word": ({"top_k": "5"}, "top_k", "valid integer (got '5')"),
+    "generate": ({"temperature": "0.5"}, "temperature", "valid number (got '0.5')"),
+    "stream": ({"max_new_tokens": "3"}, "max_new_tokens", "valid integer (got '3')"),
 }
 WRONG_TASK = {
     "sentiment": ("generate", "cannot serve sentiment"),
@@ -207,7 +203,7 @@ def _every_endpoint() -> Iterator[Case]:
         extra, field, message = STRING_NUMBER[name]
         yield fails(f"string-for-number/{name}", f"`{field}` sent as a JSON string", path,
                     with_text(name, **extra),
-                    422, field, message, bug=STRICT_TYPES)
+                    422, field, message)
         yield fails(f"not-an-object/{name}", "the body is a JSON string", path, raw("a film"),
                     422, "body", "valid dictionary")
         yield fails(f"empty-body/{name}", "no body at all", path, b"",
@@ -380,15 +376,24 @@ def _parameters() -> Iterator[Case]:
                     422, "top_k", f"{message} (got {value!r})")
     yield fails("bool-for-int/generate", "max_new_tokens: true", g,
                 with_text("generate", max_new_tokens=True),
-                422, "max_new_tokens", "valid integer", bug=STRICT_TYPES)
+                422, "max_new_tokens", "valid integer (got true)")
     yield fails("float-for-int/generate", "max_new_tokens: 2.0", g,
                 with_text("generate", max_new_tokens=2.0),
-                422, "max_new_tokens", "valid integer", bug=STRICT_TYPES)
+                422, "max_new_tokens", "valid integer (got 2.0)")
     yield fails("fraction-for-int/generate", "max_new_tokens: 2.5", g,
                 with_text("generate", max_new_tokens=2.5),
-                422, "max_new_tokens", "fractional part")
+                422, "max_new_tokens", "valid integer (got 2.5)")
     yield fails("int-for-bool/batch", "explain: 1", BATCH, with_text("batch", explain=1),
-                422, "explain", "valid boolean", bug=STRICT_TYPES)
+                422, "explain", "valid boolean (got 1)")
+    yield fails("null-for-float/generate", "temperature: null", g,
+                with_text("generate", temperature=None),
+                422, "temperature", "valid number (got null)")
+    yield answers("int-for-float/generate", "temperature: 1 and top_p: 1, JSON integers", g,
+                  with_text("generate", temperature=1, top_p=1),
+                  says(tokens=3))
+    yield answers("int-for-float/stream", "temperature: 0 and top_p: 1, streamed", t,
+                  with_text("stream", temperature=0, top_p=1),
+                  streamed(3))
 
 
 def _stops_streams_and_http() -> Iterator[Case]:
