@@ -21,8 +21,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# jemalloc when the system has it (Debian: libjemalloc2): it keeps memory flat under mixed load
+JEMALLOC ?= $(firstword $(wildcard /usr/lib/*/libjemalloc.so.2 /usr/lib/libjemalloc.so.2))
+
 serve: $(STAMP)
-	$(BIN)/python -m service --host $(HOST) --port $(PORT)
+	$(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC) )$(BIN)/python -m service --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
