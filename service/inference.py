@@ -199,6 +199,7 @@ class NextWordQuery:
     prefix: str | None  # the word being typed, when the text ends inside a word
     unknown_words: int
     top_k: int
+    truncated: bool = False  # the text had more words than max_tokens: only the last were kept
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,7 @@ class NextWordResult:
     prefix: str | None
     context_tokens: int
     unknown_words: int
+    truncated: bool = False
 
 
 def _lookup(checkpoint: Checkpoint, word: str) -> int | None:
@@ -249,19 +251,23 @@ def completion_ids(tokenizer: Tokenizer, prefix: str) -> list[int]:
 
 def build_query(checkpoint: Checkpoint, text: str, top_k: int, max_tokens: int) -> NextWordQuery:
     """Context ids and, when the text ends inside a word that some vocabulary word starts with,
-    that word as the prefix to complete (an unknown partial word is read as a word instead)."""
+    that word as the prefix to complete (an unknown partial word is read as a word instead). Only
+    the last `max_tokens` words of context are kept; the query says when there were more."""
     words = corpus_words(text)
     prefix = None
     ends_in_word = bool(_WORD_CHARS.search(text))
     if words and ends_in_word and completion_ids(checkpoint.tokenizer, words[-1]):
         prefix = words.pop()
-    words = words[-max_tokens:]
+    truncated = len(words) > max_tokens
+    words = words[-max_tokens:] if max_tokens > 0 else []
     ids = [_lookup(checkpoint, w) for w in words]
     unknown = sum(1 for i in ids if i is None)
     eos = checkpoint.tokenizer.token_to_id(EOS)
     start = [eos] if eos is not None else []
     context = start + [checkpoint.tokenizer.unk_id if i is None else i for i in ids]
-    return NextWordQuery(context or [checkpoint.tokenizer.unk_id], prefix, unknown, top_k)
+    return NextWordQuery(
+        context or [checkpoint.tokenizer.unk_id], prefix, unknown, top_k, truncated
+    )
 
 
 def next_word_distributions(
@@ -315,5 +321,10 @@ def suggest(
         for i in chosen
     ]
     return NextWordResult(
-        suggestions, completing, query.prefix, len(query.context_ids) - 1, query.unknown_words
+        suggestions,
+        completing,
+        query.prefix,
+        len(query.context_ids) - 1,
+        query.unknown_words,
+        query.truncated,
     )

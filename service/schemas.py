@@ -160,6 +160,10 @@ class NextWordResponse(BaseModel):
     suggestions: list[Suggestion]
     completing: bool = Field(description="True when the suggestions complete a partly typed word.")
     prefix: str | None = Field(description="The partly typed word being completed, if any.")
+    truncated: bool = Field(
+        description="True when the text had more words than the model's window (`max_length` in "
+        "/models) and only its last `max_length` words were read."
+    )
     context_tokens: int = Field(description="Words of context the model read.")
     unknown_words: int = Field(description="Context words outside the vocabulary (read as <unk>).")
     model: str

@@ -131,6 +131,7 @@ async def next_word(body: NextWordRequest, state: State, request: Request) -> Ne
         suggestions=[s.__dict__ for s in result.suggestions],
         completing=result.completing,
         prefix=result.prefix,
+        truncated=result.truncated,
         context_tokens=result.context_tokens,
         unknown_words=result.unknown_words,
         model=name,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.service.conftest import CHAR_MAX_LENGTH, SENTIMENT_MAX_LENGTH
+from tests.service.conftest import CHAR_MAX_LENGTH, LM_MAX_LENGTH, SENTIMENT_MAX_LENGTH
 from tests.service.support import assert_error, detail_fields, parse_sse
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "RELIABILITY.md"
@@ -31,11 +31,6 @@ ERROR_TYPES = {
     422: "validation_error",
     431: "headers_too_large",
 }
-# Open bugs in files other people own: their cases are xfail(strict=True) until fixed.
-NEXT_WORD_CUT = (
-    "next-word reads only the last max_length words and the answer does not say so: "
-    "NextWordResponse needs `truncated` (service/schemas.py, inference.py, api/predict.py)"
-)
 
 
 @dataclass(frozen=True)
@@ -305,7 +300,7 @@ def _per_endpoint() -> Iterator[Case]:
                        lambda a: [r["truncated"] for r in a["results"]] == [True] * 64))
     yield answers("over-window/next-word", "more words than the model's window", n,
                   with_text("next-word", LONG[:20_000]),
-                  says(truncated=True), bug=NEXT_WORD_CUT)
+                  says(truncated=True, context_tokens=LM_MAX_LENGTH))
     yield fails("over-window/generate", f"a prompt of {over} characters (window {over - 1})", g,
                 with_text("generate", "t" * over),
                 422, "prompt", f"`prompt` has {over} tokens; the limit is {over - 1}")

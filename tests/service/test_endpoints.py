@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from models.checkpoint import load_checkpoint, save_checkpoint
 from tests.service.conftest import (
     CORPUS,
+    LM_MAX_LENGTH,
     SENTIMENT_HEAD_TOKENS,
     SENTIMENT_MAX_LENGTH,
     Checkpoints,
@@ -141,8 +142,27 @@ def test_next_word_suggests_three_words_by_default(client: TestClient) -> None:
     assert body["completing"] is False
     assert body["prefix"] is None
     assert body["context_tokens"] == 3
+    assert body["truncated"] is False
     assert body["unknown_words"] == 0
     assert body["model"] == "next-word"
+
+
+def test_a_text_over_the_window_reads_its_last_words_and_says_so(client: TestClient) -> None:
+    """The model reads the last max_length words; the answer says the start was dropped, and is
+    the answer to those last words alone. The word being typed is not context and never counts."""
+    words = ("the history of the war " * LM_MAX_LENGTH).split()
+    last = " ".join(words[-LM_MAX_LENGTH:]) + " "
+    over = _next_word(client, "xyzzy " + last, top_k=20)
+    assert over["truncated"] is True
+    assert over["context_tokens"] == LM_MAX_LENGTH
+    assert over["unknown_words"] == 0  # the dropped unknown word is not read
+    alone = _next_word(client, last, top_k=20)
+    assert alone["truncated"] is False
+    assert alone["context_tokens"] == LM_MAX_LENGTH
+    _same_suggestions(over, alone)
+    typing = _next_word(client, last + "hist")
+    assert typing["completing"] is True
+    assert (typing["truncated"], typing["context_tokens"]) == (False, LM_MAX_LENGTH)
 
 
 def test_next_word_honours_top_k(client: TestClient) -> None:
