@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from service.api import errors, generate, health, playground, predict
+from service.api.cors import EnvelopeCORSMiddleware
 from service.api.deps import ServiceState
 from service.api.middleware import RequestMiddleware
 from service.api.shedding import LoadShedding
@@ -75,8 +75,8 @@ def create_app(
     for router in (health.router, predict.router, generate.router, playground.router):
         app.include_router(router)
     if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
+        app.add_middleware(  # a refused preflight is the error envelope (400 bad_request)
+            EnvelopeCORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["*"],

@@ -35,6 +35,7 @@ from service.server import MAX_HEAD_BYTES, BoundedHeadProtocol
 from tests.service.conftest import Checkpoints, SettingsFactory
 from tests.service.support import (
     assert_error,
+    detail_fields,
     resign,
     running_server,
     serve,
@@ -282,13 +283,16 @@ def test_validation_details_are_bounded(default_limits_client: TestClient) -> No
 ORIGIN, OTHER = "https://app.example", "https://evil.example"
 
 
-def _preflight(client: TestClient, origin: str) -> Any:
-    headers = {
+def _preflight(
+    client: TestClient, origin: str, method: str = "POST", headers: dict[str, str] | None = None
+) -> Any:
+    sent = {
         "origin": origin,
-        "access-control-request-method": "POST",
+        "access-control-request-method": method,
         "access-control-request-headers": "content-type, authorization",
+        **(headers or {}),
     }
-    return client.options("/sentiment", headers=headers)
+    return client.options("/sentiment", headers=sent)
 
 
 def test_cors_is_off_by_default(client: TestClient) -> None:
@@ -320,13 +324,24 @@ def test_cors_allows_the_configured_origins_only(cors_client: TestClient) -> Non
     assert "access-control-allow-origin" not in refused.headers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service/app.py adds Starlette's CORSMiddleware, whose refused preflight is the plain "
-    "text 'Disallowed CORS origin', not the error envelope",
-)
 def test_a_refused_preflight_is_the_error_envelope(cors_client: TestClient) -> None:
-    assert_error(_preflight(cors_client, OTHER), 400, "bad_request")
+    refused = _preflight(cors_client, OTHER, headers={"x-request-id": "preflight-1"})
+    body = assert_error(refused, 400, "bad_request")
+    assert body["request_id"] == "preflight-1"
+    assert body["error"] == f"CORS preflight refused: origin {OTHER!r} is not allowed"
+    assert detail_fields(body) == ["Origin"]
+    assert "access-control-allow-origin" not in refused.headers
+    assert "Origin" in refused.headers["vary"]
+    # an allowed origin asking for a method that is not allowed: that header is named
+    wrong_method = _preflight(cors_client, ORIGIN, method="DELETE")
+    body = assert_error(wrong_method, 400, "bad_request")
+    assert "method 'DELETE' is not allowed (allowed: GET, POST)" in body["error"]
+    assert detail_fields(body) == ["Access-Control-Request-Method"]
+    # both at once, and a long origin is cut short in the message
+    both = _preflight(cors_client, "https://" + "e" * 500, method="PUT")
+    body = assert_error(both, 400, "bad_request")
+    assert detail_fields(body) == ["Origin", "Access-Control-Request-Method"]
+    assert len(body["error"]) < 300
 
 
 # ---- error bodies ----
