@@ -17,7 +17,7 @@ from service.api.middleware import RequestMiddleware
 from service.api.shedding import LoadShedding
 from service.engine import Engine
 from service.metrics import Metrics
-from service.registry import Registry, StartupError
+from service.registry import Registry, StartupError, public_reason
 from service.settings import Settings
 
 logger = logging.getLogger("lstm_serve")
@@ -36,8 +36,10 @@ async def _load(state: ServiceState, on_fatal: Callable[[str], None] | None) -> 
     except StartupError as error:
         state.failed = str(error)
         logger.error("startup failed: %s", error)
-    except Exception as error:  # e.g. a checkpoint that loads but cannot run: fail, never hang
-        state.failed = f"startup failed: {error!r}"
+    except Exception as error:  # an unexpected error outside any one checkpoint: fail, never hang
+        # clients read this (503 bodies); directories of this machine and the traceback go to the
+        # log only
+        state.failed = f"startup failed: {public_reason(error, state.settings.artifacts_dir)}"
         logger.exception("startup failed")
     state.registry.startup_error = state.failed
     if state.failed and on_fatal is not None:

@@ -15,6 +15,7 @@ from models.architectures import LanguageModel, LanguageModelConfig
 from models.checkpoint import WEIGHTS, CheckpointConfig, save_checkpoint
 from models.tokenizers import CharTokenizer
 from service.app import create_app
+from service.registry import Registry
 from tests.service.conftest import Checkpoints, SettingsFactory
 from tests.service.support import assert_error, serve, state_of, wait_until
 
@@ -139,6 +140,39 @@ def test_with_allow_partial_a_model_that_cannot_run_is_unavailable_and_given_no_
         response = client.post("/sentiment", json={"text": "abc", "model": "odd"})
         assert_error(response, 503, "model_unavailable")
         assert client.post("/sentiment", json={"text": "a fine film"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(2, "No such file or directory", "/srv/private/models/x.bin"),
+        RuntimeError("cannot map /srv/private/models/x.bin"),
+    ],
+    ids=["os-error", "runtime-error"],
+)
+def test_an_unexpected_startup_error_is_told_to_clients_without_its_path(
+    make_settings: SettingsFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    error: Exception,
+) -> None:
+    """An error outside any one checkpoint (not a StartupError) fails startup; what clients read
+    names the file and the problem, never the directory or a traceback; the log has both."""
+
+    def load_all(self: Registry) -> None:
+        raise error
+
+    monkeypatch.setattr(Registry, "load_all", load_all)
+    fatal: list[str] = []
+    app = create_app(make_settings(), fatal.append)
+    with caplog.at_level("ERROR", logger="lstm_serve"), TestClient(app) as client:
+        wait_until(lambda: _failed(client), 10, "startup to fail")
+        answer = assert_error(client.post("/sentiment", json={"text": "a film"}), 503, "not_ready")
+    assert fatal == [state_of(client).failed]
+    assert "x.bin" in fatal[0] and "/srv/private" not in fatal[0], fatal[0]
+    assert answer["error"] == f"the service failed to start: {fatal[0]}"
+    assert "/srv/private" not in answer["error"] and "Traceback" not in answer["error"]
+    assert "/srv/private/models/x.bin" in caplog.text and "Traceback" in caplog.text
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
