@@ -367,8 +367,10 @@ def test_docs_and_openapi_document_the_error_envelope(client: TestClient) -> Non
     error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
     for path in ("/sentiment", "/sentiment/batch", "/next-word", "/generate"):
         responses = document["paths"][path]["post"]["responses"]
-        for status in ("401", "404", "413", "422", "503", "504"):
+        for status in ("401", "404", "408", "413", "415", "422", "431", "503", "504"):
             assert responses[status]["content"]["application/json"]["schema"] == error_ref
+            assert responses[status]["description"]
+        assert "400" not in responses  # only a CORS preflight (OPTIONS) is answered 400
 
 
 def test_a_calibrated_checkpoint_softens_probabilities_not_labels(
