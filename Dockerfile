@@ -18,12 +18,13 @@ COPY service /src/service
 RUN pip install /src && rm -rf /src
 
 FROM ${PYTHON_IMAGE}
-# jemalloc: under mixed traffic glibc's allocator kept growing the heap (bench/soak.py); jemalloc
-# returns freed tensor memory and kept resident memory flat. docs/RELIABILITY.md has the figures.
+# tcmalloc: under mixed traffic glibc's allocator kept growing the heap (bench/soak.py); tcmalloc
+# kept resident memory flat and generation faster (jemalloc was flat too, but halved the speed of
+# a lone generation). docs/RELIABILITY.md has the figures.
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libjemalloc2 \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libtcmalloc-minimal4 \
  && rm -rf /var/lib/apt/lists/* \
- && ln -s "$(find /usr/lib -name libjemalloc.so.2 | head -n 1)" /usr/local/lib/libjemalloc.so.2
+ && ln -s "$(find /usr/lib -name libtcmalloc_minimal.so.4 | head -n 1)" /usr/local/lib/libtcmalloc_minimal.so.4
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin lstm
 COPY --from=build /opt/venv /opt/venv
 COPY artifacts /app/artifacts
@@ -32,7 +33,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     LSTM_SERVE_ARTIFACTS_DIR=/app/artifacts \
-    LD_PRELOAD=/usr/local/lib/libjemalloc.so.2
+    LD_PRELOAD=/usr/local/lib/libtcmalloc_minimal.so.4
 WORKDIR /app
 USER lstm
 EXPOSE 8000

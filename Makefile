@@ -21,11 +21,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# jemalloc when the system has it (Debian: libjemalloc2): it keeps memory flat under mixed load
-JEMALLOC ?= $(firstword $(wildcard /usr/lib/*/libjemalloc.so.2 /usr/lib/libjemalloc.so.2))
+# tcmalloc when the system has it (Debian: libtcmalloc-minimal4): memory stays flat under mixed load
+TCMALLOC ?= $(firstword $(wildcard /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4))
 
 serve: $(STAMP)
-	$(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC) )$(BIN)/python -m service --host $(HOST) --port $(PORT)
+	$(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC) )$(BIN)/python -m service --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

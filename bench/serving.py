@@ -32,7 +32,7 @@ from models.checkpoint import load_checkpoint
 from service import inference
 
 ROOT = Path(__file__).resolve().parent.parent
-JEMALLOC = next((str(p) for p in sorted(Path("/usr/lib").glob("*/libjemalloc.so.2"))), "")
+TCMALLOC = next((str(p) for p in sorted(Path("/usr/lib").glob("*/libtcmalloc_minimal.so.4"))), "")
 LUA = """
 local bodies, i = {}, 0
 for line in io.lines("%s") do bodies[#bodies + 1] = line end
@@ -83,8 +83,8 @@ def served(**env: str) -> Iterator[tuple[str, float, subprocess.Popen[bytes]]]:
     """The real service in its own process; yields (base url, seconds to ready, process)."""
     port = free_port()
     environ = {**os.environ, "LSTM_SERVE_LOG_LEVEL": "warning", **env}
-    if JEMALLOC and "LD_PRELOAD" not in environ:  # as `make serve` and the image run it
-        environ["LD_PRELOAD"] = JEMALLOC
+    if TCMALLOC and "LD_PRELOAD" not in environ:  # as `make serve` and the image run it
+        environ["LD_PRELOAD"] = TCMALLOC
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "service", "--port", str(port)],

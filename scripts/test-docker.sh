@@ -41,8 +41,8 @@ curl -sS -f $base/metrics | grep -q lstm_serve_requests_total || fail "metrics";
 
 uid=$("${compose[@]}" exec -T api id -u)
 [ "$uid" != 0 ] || fail "the container runs as root"; echo "ok  runs as uid $uid"
-"${compose[@]}" exec -T api grep -q libjemalloc /proc/1/maps || fail "jemalloc is not loaded"
-echo "ok  jemalloc loaded"
+"${compose[@]}" exec -T api grep -q libtcmalloc /proc/1/maps || fail "tcmalloc is not loaded"
+echo "ok  tcmalloc loaded"
 curl -sS -f $base/ | grep -q '<title>' || fail "the playground page"; echo "ok  GET / (playground)"
 
 image=$("${compose[@]}" images -q api | head -n1)
