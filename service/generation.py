@@ -142,11 +142,16 @@ class GenerationScheduler:
         except Exception:  # read each alone, so one bad prompt fails only itself
             logger.exception("prefill of %d prompts failed", len(waiting))
             read = [self._read_alone(r) for r in waiting]
+        joining = []
         for request, prefix in zip(waiting, read, strict=True):
             if prefix is not None:
                 generator = make_generator(request.seed)
                 scanner = StopScanner(request.stop)
-                self._active.append(_Sequence(request, generator, *prefix, scanner))
+                joining.append(_Sequence(request, generator, *prefix, scanner))
+        # first in the next step's sampling loop: a new stream's first token is sent before the
+        # running sequences' next ones (the loop over 31 of them took longer than a lone stream's
+        # whole time to first token); each sequence has its own generator, so order changes no text
+        self._active = joining + self._active
 
     def _read_alone(self, request: GenerationRequest) -> tuple[torch.Tensor, State] | None:
         try:
