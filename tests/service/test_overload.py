@@ -16,12 +16,12 @@ from tests.service.conftest import SettingsFactory
 from tests.service.support import (
     assert_error,
     engine_blocked,
+    running_server,
     serve,
     state_of,
     wait_ready,
     wait_until,
 )
-from tests.service.test_streaming import running_server
 
 
 def test_a_full_queue_refuses_before_reading_the_request(make_settings: SettingsFactory) -> None:
@@ -106,3 +106,51 @@ def test_a_burst_over_capacity_is_answered_in_full(make_settings: SettingsFactor
         assert max(live) < 1.0, live
         with httpx.Client(base_url=base) as client:
             assert client.post("/sentiment", json={"text": "after"}).status_code == 200
+
+
+def test_a_short_soak_answers_every_request_and_stays_within_its_bounds(
+    make_settings: SettingsFactory,
+) -> None:
+    """bench/soak.py scaled down: a mix of all three models from 16 concurrent clients on a real
+    server. Every request is answered 200, and what grows with traffic stays within its bounds:
+    the prefix caches by bytes, the queues and the active generations drain to zero."""
+    app = create_app(make_settings())
+    words = ["the", "history", "of", "a", "city", "and", "the", "war", "in", "art"]
+
+    def body(i: int) -> tuple[str, dict[str, object]]:
+        text = " ".join(words[(i * 7 + k) % len(words)] for k in range(3 + i % 9)) + " "
+        if i % 10 == 0:
+            return "/generate", {"prompt": f"to be {i}", "max_new_tokens": 12, "seed": i}
+        if i % 3 == 0:
+            return "/sentiment", {"text": f"a great film {text}"}
+        return "/next-word", {"text": f"{text}{i} "}
+
+    with running_server(app) as base:
+        with httpx.Client(base_url=base) as client:
+            wait_ready(client)
+        state = app.state.service
+        caches = [state.registry.models[name].cache for name in ("next-word", "generate")]
+        for cache in caches:  # a budget the traffic below overflows many times
+            cache.max_bytes = 2_000
+
+        async def clients() -> list[int]:
+            limits = httpx.Limits(max_connections=16)
+            async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+
+                async def one(worker: int) -> list[int]:
+                    statuses = []
+                    for i in range(worker, 600, 16):
+                        path, json = body(i)
+                        statuses.append((await client.post(path, json=json)).status_code)
+                    return statuses
+
+                return [s for batch in await asyncio.gather(*map(one, range(16))) for s in batch]
+
+        statuses = asyncio.run(clients())
+        assert statuses == [200] * 600
+        # 60 prompts and 360 next-word texts, all different, were read: most entries were evicted
+        for cache, distinct in zip(caches, (360, 60), strict=True):
+            assert 0 < cache.bytes <= 2_000
+            assert 0 < len(cache) < distinct / 3
+        wait_until(lambda: state.registry.models["generate"].scheduler.active() == 0)
+        assert all(state.engine.pending(key) == 0 for key in state.engine._queues)
