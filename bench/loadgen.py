@@ -43,6 +43,17 @@ def encode(method: str, path: str, body: bytes = b"", host: str = "127.0.0.1") -
     return head.encode() + b"\r\n" + body
 
 
+def parse_head(head: bytes) -> tuple[int, dict[str, str]]:
+    """The status and the headers (names in lower case) of a response head."""
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if colon:
+            headers[name.strip().lower()] = value.strip()
+    return int(lines[0].split(" ", 2)[1]), headers
+
+
 class Connection:
     """One keep-alive connection; `send` writes a request and reads its whole answer."""
 
@@ -56,14 +67,7 @@ class Connection:
 
     async def send(self, raw: bytes) -> tuple[int, dict[str, str], bytes]:
         self.writer.write(raw)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        headers = {}
-        for line in lines[1:]:
-            if ":" in line:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
+        status, headers = parse_head(await self.reader.readuntil(b"\r\n\r\n"))
         body = await self.reader.readexactly(int(headers.get("content-length", "0")))
         return status, headers, body
 
@@ -118,19 +122,13 @@ class _Client(asyncio.Protocol):
         end = self.buffer.find(b"\r\n\r\n")
         if end < 0:
             return
-        head = self.buffer[:end].decode("latin-1").lower()
-        length = retry = None
-        for line in head.split("\r\n")[1:]:
-            name, _, value = line.partition(":")
-            if name == "content-length":
-                length = int(value)
-            elif name == "retry-after":
-                retry = value.strip()
-        if len(self.buffer) < end + 4 + (length or 0):
+        status, headers = parse_head(self.buffer[:end])
+        length = int(headers.get("content-length", "0"))
+        if len(self.buffer) < end + 4 + length:
             return
-        self.buffer = self.buffer[end + 4 + (length or 0) :]
+        self.buffer = self.buffer[end + 4 + length :]
         self.busy = False
-        self.done(self, int(head[9:12]), retry)
+        self.done(self, status, headers.get("retry-after"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None

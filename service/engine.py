@@ -127,10 +127,7 @@ class Engine:
         with self._wake:
             waiting = self._queues[key]
             if len(waiting) >= self.max_queue:
-                raise Overloaded(
-                    f"the {key} queue is full ({self.max_queue} requests waiting); retry later",
-                    self.retry_after(key),
-                )
+                raise self._full(key)
             waiting.append(_Request(payload, future, now, now + timeout))
             self._wake.notify_all()
         try:
@@ -147,8 +144,11 @@ class Engine:
         if not keys or any(len(self._queues[key]) < self.max_queue for key in keys):
             return None
         key = min(keys, key=self.retry_after)
+        return key, self._full(key)
+
+    def _full(self, key: str) -> Overloaded:
         message = f"the {key} queue is full ({self.max_queue} requests waiting); retry later"
-        return key, Overloaded(message, self.retry_after(key))
+        return Overloaded(message, self.retry_after(key))
 
     def retry_after(self, key: str) -> int:
         """Seconds until the queue ahead would drain at the measured rate (at least 1)."""

@@ -26,11 +26,20 @@ CLIENT_CLOSED = 499  # logged (never sent) when the client disconnected before t
 
 
 class Rejection(Exception):
-    """A request refused before the app sees it: the status, type, message and field."""
+    """A request refused before the app sees it: the status, type, message, field and any
+    headers of its own (Retry-After)."""
 
-    def __init__(self, status: int, error_type: str, message: str, field: str = "") -> None:
+    def __init__(
+        self,
+        status: int,
+        error_type: str,
+        message: str,
+        field: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.error_type, self.message, self.field = status, error_type, message, field
+        self.headers = headers or {}
 
 
 class ClientGone(Exception):
@@ -80,7 +89,7 @@ class RequestMiddleware:
             if not await _serve(self.app, scope, body, receive, send_with_id):
                 status = CLIENT_CLOSED
         except Rejection as rejection:
-            await _reject(send_with_id, rejection, request_id)
+            await send_rejection(send_with_id, rejection, request_id)
         except ClientGone:
             status = CLIENT_CLOSED
         finally:
@@ -226,7 +235,7 @@ async def _serve(app: ASGIApp, scope: Scope, body: bytes, receive: Receive, send
     return True
 
 
-async def _reject(send: Send, rejection: Rejection, request_id: str) -> None:
+async def send_rejection(send: Send, rejection: Rejection, request_id: str) -> None:
     """An error envelope sent before the app sees the request."""
     envelope: dict[str, Any] = {
         "error": rejection.message,
@@ -237,6 +246,9 @@ async def _reject(send: Send, rejection: Rejection, request_id: str) -> None:
         envelope["details"] = [{"field": rejection.field, "message": rejection.message}]
     body = json.dumps(envelope).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [
+        (name.lower().encode(), value.encode()) for name, value in rejection.headers.items()
+    ]
     if rejection.status in (408, 413, 431):
         headers.append((b"connection", b"close"))  # the rest of the request is not read
     await send({"type": "http.response.start", "status": rejection.status, "headers": headers})
