@@ -34,16 +34,20 @@ expect "POST /generate" "$(post /generate '{"prompt": "ROMEO:\n", "max_new_token
   'd["tokens"] == 40 and d["seed"] == 7'
 stream=$(curl -sS -N -H 'content-type: application/json' -d '{"prompt": "JULIET:", "max_new_tokens": 5, "seed": 1}' $base/generate/stream)
 echo "$stream" | grep -c '^event: token' | grep -qx 5 || fail "SSE: $stream"
-echo "$stream" | grep -q '^event: done' || fail "SSE has no done event"; echo "ok  POST /generate/stream"
+grep -q '^event: done' <<<"$stream" || fail "SSE has no done event"; echo "ok  POST /generate/stream"
 status=$(curl -sS -o /dev/null -w '%{http_code}' -H 'content-type: application/json' -d '{"text": ""}' $base/sentiment)
 [ "$status" = 422 ] || fail "empty text gave $status"; echo "ok  422 on bad input"
-curl -sS -f $base/metrics | grep -q lstm_serve_requests_total || fail "metrics"; echo "ok  GET /metrics"
+# read whole, then searched: grep -q stops reading at the first match, and under pipefail the
+# curl it leaves writing into a closed pipe fails the line
+metrics=$(curl -sS -f $base/metrics) || fail "metrics"
+grep -q lstm_serve_requests_total <<<"$metrics" || fail "metrics"; echo "ok  GET /metrics"
 
 uid=$("${compose[@]}" exec -T api id -u)
 [ "$uid" != 0 ] || fail "the container runs as root"; echo "ok  runs as uid $uid"
 "${compose[@]}" exec -T api grep -q libtcmalloc /proc/1/maps || fail "tcmalloc is not loaded"
 echo "ok  tcmalloc loaded"
-curl -sS -f $base/ | grep -q '<title>' || fail "the playground page"; echo "ok  GET / (playground)"
+page=$(curl -sS -f $base/) || fail "the playground page"
+grep -q '<title>' <<<"$page" || fail "the playground page"; echo "ok  GET / (playground)"
 
 image=$("${compose[@]}" images -q api | head -n1)
 size=$(docker image inspect "$image" --format '{{.Size}}')
