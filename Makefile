@@ -2,20 +2,23 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Pinned CPU build by default; see README for CUDA. Set TORCH_INDEX_URL to pick a wheel index.
+# torch: the CPU build where no NVIDIA GPU is found, the CUDA build where one is
+# (scripts/torch_install.py says which and why). TORCH_BUILD=cpu or cuda chooses instead;
+# TORCH_INDEX_URL installs torch from that wheel index, as it is.
 TORCH_SPEC ?= torch==2.13.0
+TORCH_BUILD ?= auto
 TORCH_INDEX_URL ?=
-STAMP := $(VENV)/.installed-$(shell echo "$(TORCH_SPEC)" | tr -c 'a-zA-Z0-9.\n' _)
+STAMP := $(VENV)/.installed-$(shell echo "$(TORCH_SPEC)-$(TORCH_BUILD)-$(TORCH_INDEX_URL)" | tr -c 'a-zA-Z0-9.\n' _)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: install serve test test-browser test-docker lint typecheck unit format clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml scripts/torch_install.py
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "lstm-serve needs Python 3.11 or newer; run e.g. make $(MAKECMDGOALS) PYTHON=python3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	$(BIN)/python scripts/torch_install.py --spec "$(TORCH_SPEC)" --build "$(TORCH_BUILD)" --index-url "$(TORCH_INDEX_URL)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
