@@ -10,7 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from service.api.errors import envelope
+from service.api.errors import request_id
+from service.api.responses import error_response
+from service.errors import ERROR_TABLE, BadRequest
 
 
 def _shown(value: str) -> str:
@@ -29,8 +31,9 @@ class RefusedPreflight(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = "CORS preflight refused: " + "; ".join(text for _, text in self.problems)
         details = [{"field": field, "message": text} for field, text in self.problems]
-        response = envelope(
-            Request(scope), 400, message, "bad_request", details, headers=self.cors_headers
+        kind = ERROR_TABLE[BadRequest]
+        response = error_response(
+            kind, message, request_id(Request(scope)), details, self.cors_headers
         )
         await response(scope, receive, send)
 

@@ -11,54 +11,46 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from service.errors import Overloaded, ServiceError, kind_of
+from service.api.responses import error_response
+from service.errors import (
+    ERROR_TABLE,
+    ErrorKind,
+    InferenceFailed,
+    InvalidInput,
+    MethodNotAllowed,
+    Overloaded,
+    ServiceError,
+    kind_of,
+    kind_of_status,
+)
 
 logger = logging.getLogger("lstm_serve.errors")
 MAX_DETAILS = 20  # validation errors listed in `details`; the message says how many there were
+MAX_SHOWN = 40  # characters of a value or a key shown in a message; longer ones are cut
 
-STATUS_TYPES = {
-    400: "bad_request",
-    401: "unauthorized",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "validation_error",
-    429: "overloaded",
-    503: "unavailable",
-}
+# the field a domain error without one of its own is about, by status
+_FIELD_OF = {401: "Authorization", 404: "model", 413: "body"}
 
 
 def request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", "-"))
 
 
-def envelope(
-    request: Request,
-    status: int,
-    message: str,
-    error_type: str,
-    details: list[dict[str, str]] | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    body: dict[str, Any] = {
-        "error": message,
-        "error_type": error_type,
-        "request_id": request_id(request),
-    }
-    if details is not None:
-        body["details"] = details
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
 def _field(loc: tuple[Any, ...], error_type: str = "") -> str:
     if error_type == "json_invalid":
         return "body"  # the location pydantic gives is a character position in the JSON
-    parts = [str(p) for p in loc if p != "body"]
+    parts = [_shown_key(str(p)) for p in loc if p != "body"]
     path = ""
     for part in parts:
         path += f"[{part}]" if part.isdigit() else (f".{part}" if path else part)
     return path or "body"
+
+
+def _shown_key(key: str) -> str:
+    """A key as a field name: one sent at any length (an unknown key is echoed) is cut."""
+    if len(key) <= MAX_SHOWN:
+        return key
+    return f"{key[:MAX_SHOWN]}... ({len(key):,} characters)"
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -69,7 +61,9 @@ def _describe(error: dict[str, Any]) -> str:
     if isinstance(value, bool) or value is None:
         shown = f" (got {json.dumps(value)})"  # as JSON writes it: true, false, null
     elif isinstance(value, str):
-        shown = f" (got {len(value):,} characters)" if len(value) > 40 else f" (got {value!r})"
+        shown = (
+            f" (got {len(value):,} characters)" if len(value) > MAX_SHOWN else f" (got {value!r})"
+        )
     elif isinstance(value, list):
         shown = f" (got {len(value)} items)"
     elif isinstance(value, int | float):
@@ -78,14 +72,19 @@ def _describe(error: dict[str, Any]) -> str:
     return f"`{field}`: {message}{shown}"
 
 
-def _http_message(request: Request, status: int, detail: str, headers: dict[str, str]) -> str:
-    """The router's terse 404 and 405 details, said in full (without echoing the path)."""
+def _http_error(
+    request: Request, status: int, detail: str, headers: dict[str, str]
+) -> tuple[ErrorKind, str, list[dict[str, str]]]:
+    """The router's terse 404 and 405 details, said in full (without echoing the path), with the
+    field at fault."""
     if status == 404 and detail == "Not Found":
-        return "no route matches this path; the API is listed at /docs"
+        message = "no route matches this path; the API is listed at /docs"
+        return kind_of_status(404), message, [{"field": "path", "message": message}]
     if status == 405 and detail == "Method Not Allowed":
         allowed = headers.get("Allow") or headers.get("allow") or "another method"
-        return f"{request.method} is not allowed on this route; use {allowed}"
-    return detail
+        message = f"{request.method} is not allowed on this route; use {allowed}"
+        return ERROR_TABLE[MethodNotAllowed], message, [{"field": "method", "message": message}]
+    return kind_of_status(status), detail, []
 
 
 def install(app: FastAPI) -> None:
@@ -95,11 +94,9 @@ def install(app: FastAPI) -> None:
         headers = {"Retry-After": str(error.retry_after)} if isinstance(error, Overloaded) else None
         if kind.status == 401:
             headers = {"WWW-Authenticate": "Bearer"}
-        details = None
-        field = getattr(error, "field", None)
-        if field:
-            details = [{"field": field, "message": error.message}]
-        return envelope(request, kind.status, error.message, kind.error_type, details, headers)
+        field = error.field if isinstance(error, InvalidInput) else _FIELD_OF.get(kind.status)
+        details = [{"field": field, "message": error.message}] if field else []
+        return error_response(kind, error.message, request_id(request), details, headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -117,28 +114,19 @@ def install(app: FastAPI) -> None:
             message += f"; and {len(errors) - 5:,} more"
         if len(errors) > MAX_DETAILS:
             message += f" (details lists the first {MAX_DETAILS} of {len(errors):,})"
-        return envelope(request, 422, message, "validation_error", details)
+        kind = ERROR_TABLE[InvalidInput]
+        return error_response(kind, message, request_id(request), details)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
         headers = dict(error.headers or {})
-        return envelope(
-            request,
-            error.status_code,
-            _http_message(request, error.status_code, str(error.detail), headers),
-            STATUS_TYPES.get(error.status_code, "http_error"),
-            headers=headers,
-        )
+        kind, message, details = _http_error(request, error.status_code, str(error.detail), headers)
+        return error_response(kind, message, request_id(request), details, headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         logger.exception("unhandled error (request %s)", request_id(request))
-        # Starlette answers unhandled errors from its outermost layer, outside RequestMiddleware,
-        # so the header that middleware adds to every other response is set here.
-        return envelope(
-            request,
-            500,
-            "internal error; quote the request id when reporting it",
-            "internal_error",
-            headers={"x-request-id": request_id(request)},
-        )
+        # Starlette answers unhandled errors from its outermost layer, outside RequestMiddleware;
+        # the writer sets the x-request-id header that every other answer gets from there.
+        message = "internal error; quote the request id when reporting it"
+        return error_response(ERROR_TABLE[InferenceFailed], message, request_id(request))

@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from models.decoding import SamplingParams
 from service import inference
 from service.api.deps import State, require_api_key
-from service.api.predict import ERRORS, check_length
+from service.api.responses import ERRORS, check_length
 from service.errors import DeadlineExceeded, InferenceFailed, InvalidInput, Overloaded
 from service.generation import Event, FinishEvent, GenerationRequest, TokenEvent
 from service.registry import LoadedModel

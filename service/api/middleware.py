@@ -16,12 +16,12 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.json_body import json_problem
+from service.api.responses import BODY_TIMEOUT_S, MAX_HEADER_BYTES, MAX_HEADERS, error_response
+from service.errors import ErrorKind
 from service.metrics import Metrics
 
 access_log = logging.getLogger("lstm_serve.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-MAX_HEADERS = 100
-MAX_HEADER_BYTES = 32 * 1024  # names and values of all headers together
 CLIENT_CLOSED = 499  # logged (never sent) when the client disconnected before the answer
 
 
@@ -51,7 +51,7 @@ class RequestMiddleware:
 
     # A body not received in full by then is refused (408): a client that sends its body a few
     # bytes at a time would otherwise hold its connection and buffer for as long as it likes.
-    body_timeout_s = 30.0
+    body_timeout_s = BODY_TIMEOUT_S
 
     def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
         self.app, self.metrics, self.max_body_bytes = app, metrics, max_body_bytes
@@ -72,12 +72,15 @@ class RequestMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                message["headers"] = _with_id(message.get("headers", []), request_id)
             await send(message)
 
         try:
             _check_headers(scope)
+            if scope["method"] == "HEAD" and _matches(scope, "GET"):
+                # the GET answer's head, without its body
+                await self.app({**scope, "method": "GET"}, receive, _without_body(send_with_id))
+                return
             if scope["method"] not in ("POST", "PUT", "PATCH"):
                 await self.app(scope, receive, send_with_id)
                 return
@@ -105,7 +108,7 @@ class RequestMiddleware:
                 return await self._receive_body(receive)
         except TimeoutError:
             message = f"the request body did not arrive within {self.body_timeout_s:g} s"
-            raise Rejection(408, "request_timeout", message) from None
+            raise Rejection(408, "request_timeout", message, "body") from None
 
     async def _receive_body(self, receive: Receive) -> bytes:
         chunks, size, more = [], 0, True
@@ -123,7 +126,7 @@ class RequestMiddleware:
 
     def _too_large(self) -> Rejection:
         message = f"request body is over the limit of {self.max_body_bytes:,} bytes"
-        return Rejection(413, "payload_too_large", message)
+        return Rejection(413, "payload_too_large", message, "body")
 
     def _takes_json(self, scope: Scope) -> bool:
         """Whether a route accepts this method and path; every such route with a body reads
@@ -131,16 +134,14 @@ class RequestMiddleware:
         key = (scope["method"], scope["path"])
         if key in self._json_routes:
             return True
-        routes = getattr(getattr(scope.get("app"), "router", None), "routes", [])
-        if not any(route.matches(scope)[0] is Match.FULL for route in routes):
+        if not _matches(scope, scope["method"]):
             return False
         if len(self._json_routes) < 1000:  # routes have no path parameters; a bound all the same
             self._json_routes.add(key)
         return True
 
     def _record(self, scope: Scope, request_id: str, status: int, seconds: float) -> None:
-        route = scope.get("route")
-        path = getattr(route, "path", None) or "unmatched"
+        path = getattr(scope.get("route"), "path", None) or _template(scope)
         self.metrics.requests.labels(path, scope["method"], str(status)).inc()
         self.metrics.latency.labels(path).observe(seconds)
         state: dict[str, Any] = scope.get("state", {})
@@ -156,6 +157,46 @@ class RequestMiddleware:
                 }
             )
         )
+
+
+def _routes(scope: Scope) -> list[Any]:
+    return list(getattr(getattr(scope.get("app"), "router", None), "routes", []))
+
+
+def _matches(scope: Scope, method: str) -> bool:
+    """Whether a route takes this method on this path."""
+    probe = {**scope, "method": method}
+    return any(route.matches(probe)[0] is Match.FULL for route in _routes(scope))
+
+
+def _template(scope: Scope) -> str:
+    """The path template of the route for this path, whatever the method; "unmatched" when none
+    is (any path at all would be a label of its own)."""
+    for route in _routes(scope):
+        if route.matches(scope)[0] is not Match.NONE:
+            return str(getattr(route, "path", "unmatched"))
+    return "unmatched"
+
+
+def _with_id(headers: list[tuple[bytes, bytes]], request_id: str) -> list[tuple[bytes, bytes]]:
+    """The answer's headers with x-request-id (once), and a redirect's Location as a path only:
+    an absolute one is built from the Host header, which the client chose."""
+    fixed = []
+    for name, value in headers:
+        if name.lower() == b"location" and b"://" in value.split(b"?")[0]:
+            value = b"/" + value.split(b"://", 1)[1].partition(b"/")[2]
+        if name.lower() != b"x-request-id":
+            fixed.append((name, value))
+    return [*fixed, (b"x-request-id", request_id.encode())]
+
+
+def _without_body(send: Send) -> Send:
+    async def send_head(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return send_head
 
 
 def _check_headers(scope: Scope) -> None:
@@ -183,15 +224,35 @@ def _check_utf8(body: bytes) -> None:
 def _check_json(body: bytes, headers: dict[str, str]) -> None:
     """A route that reads JSON gets UTF-8 JSON that its schema can judge, or a clear refusal."""
     content_type = headers.get("content-type")
-    media_type = (content_type or "").split(";")[0].strip().lower()
+    media_type, _, parameters = (content_type or "").partition(";")
+    media_type = media_type.strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         got = repr(content_type[:100]) if content_type is not None else "no Content-Type header"
         message = f"`Content-Type` must be application/json (got {got})"
         raise Rejection(415, "unsupported_media_type", message, "Content-Type")
+    charset = _charset(parameters)
+    if charset not in (None, "utf-8", "utf8"):
+        message = f"`Content-Type`: JSON is read as UTF-8 only (got charset={charset[:40]!r})"
+        raise Rejection(415, "unsupported_media_type", message, "Content-Type")
+    encoding = headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        message = (
+            f"`Content-Encoding`: bodies are read uncompressed only (got {encoding[:40]!r}); "
+            "send the JSON as it is"
+        )
+        raise Rejection(415, "unsupported_media_type", message, "Content-Encoding")
     _check_utf8(body)
     problem = json_problem(body)
     if problem is not None:
         raise Rejection(422, "validation_error", problem.message, problem.field)
+
+
+def _charset(parameters: str) -> str | None:
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None
 
 
 async def _serve(app: ASGIApp, scope: Scope, body: bytes, receive: Receive, send: Send) -> bool:
@@ -236,20 +297,20 @@ async def _serve(app: ASGIApp, scope: Scope, body: bytes, receive: Receive, send
 
 
 async def send_rejection(send: Send, rejection: Rejection, request_id: str) -> None:
-    """An error envelope sent before the app sees the request."""
-    envelope: dict[str, Any] = {
-        "error": rejection.message,
-        "error_type": rejection.error_type,
-        "request_id": request_id,
-    }
-    if rejection.field:
-        envelope["details"] = [{"field": rejection.field, "message": rejection.message}]
-    body = json.dumps(envelope).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [
-        (name.lower().encode(), value.encode()) for name, value in rejection.headers.items()
-    ]
-    if rejection.status in (408, 413, 431):
-        headers.append((b"connection", b"close"))  # the rest of the request is not read
-    await send({"type": "http.response.start", "status": rejection.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    """A refusal before the app sees the request, written by the one writer."""
+    details = [{"field": rejection.field, "message": rejection.message}] if rejection.field else []
+    response = error_response(
+        ErrorKind(rejection.status, rejection.error_type),
+        rejection.message,
+        request_id,
+        details,
+        rejection.headers,
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": response.raw_headers,
+        }
+    )
+    await send({"type": "http.response.body", "body": bytes(response.body)})

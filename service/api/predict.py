@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
 from service import inference
 from service.api.deps import State, require_api_key
-from service.api.middleware import MAX_HEADER_BYTES, MAX_HEADERS, RequestMiddleware
+from service.api.responses import ERRORS, check_length
 from service.errors import InvalidInput, Overloaded
 from service.schemas import (
-    ErrorResponse,
     NextWordRequest,
     NextWordResponse,
     SentimentBatchRequest,
@@ -23,32 +21,7 @@ from service.schemas import (
     TrajectoryPoint,
 )
 
-# The error answers of a model route, for /docs. Not listed: 400, which only a refused CORS
-# preflight gets (an OPTIONS request, not these operations; a POST from an origin that is not
-# allowed is answered, without Access-Control-Allow-Origin), and 500, which is a bug.
-ERROR_DESCRIPTIONS = {
-    401: "An API key is configured and the request lacks `Authorization: Bearer <key>`.",
-    404: "Unknown model name, or a model of another task.",
-    408: f"The request body did not arrive in full within {RequestMiddleware.body_timeout_s:g} s "
-    "(the connection is closed).",
-    413: "The body is larger than LSTM_SERVE_MAX_BODY_BYTES (the connection is closed).",
-    415: "The body is not sent as `Content-Type: application/json` (or another `+json` type).",
-    422: "Invalid input: the message names the field, the limit and what was sent.",
-    431: f"More than {MAX_HEADERS} request headers, or more than {MAX_HEADER_BYTES:,} bytes of "
-    "them together (the connection is closed).",
-    503: "Not ready yet, the model is unavailable, or its queue is full (with Retry-After).",
-    504: "The request passed its deadline (LSTM_SERVE_REQUEST_TIMEOUT_S).",
-}
-ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": description}
-    for status, description in ERROR_DESCRIPTIONS.items()
-}
 router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)], responses=ERRORS)
-
-
-def check_length(field: str, text: str, limit: int) -> None:
-    if len(text) > limit:
-        raise InvalidInput(field, f"`{field}` has {len(text):,} characters; the limit is {limit:,}")
 
 
 async def _submit(state: State, key: str, payload: object) -> object:
