@@ -115,6 +115,11 @@ def pip_install(spec: str, attempt: Attempt, reinstall: bool) -> bool:
     return subprocess.run(command).returncode == 0
 
 
+def say(message: str, error: bool = False) -> None:
+    # flushed: the choice shows before pip's download, also when the output is a file or a pipe
+    print(f"torch: {message}", file=sys.stderr if error else sys.stdout, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default="torch", help="pip requirement (default: torch)")
@@ -127,39 +132,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         choice = choose(args.build.strip().lower() or "auto", system, nvidia_gpu())
     except ValueError as error:
-        print(f"torch: {error}", file=sys.stderr)
+        say(str(error), error=True)
         return 2
-    print(f"torch: the {choice.build.upper()} build ({choice.reason})")
+    say(f"the {choice.build.upper()} build ({choice.reason})")
     before = installed()
     reinstall = before is not None and before[1] != choice.build and not args.index_url
     sources = attempts(choice, system, args.index_url)
     for number, attempt in enumerate(sources):
-        print(f"torch: installing {args.spec} from {attempt.source}")
+        say(f"installing {args.spec} from {attempt.source}")
         if pip_install(args.spec, attempt, reinstall):
-            break
+            return _report(choice)
         if number + 1 < len(sources):
-            print(f"torch: {attempt.source} could not be used; trying {sources[number + 1].source}")
-    else:
-        print(
-            f"torch: {args.spec} could not be installed from {sources[-1].source}", file=sys.stderr
-        )
-        return 1
-    return _report(choice)
+            say(f"{attempt.source} could not be used; trying {sources[number + 1].source}")
+    say(f"{args.spec} could not be installed from {sources[-1].source}", error=True)
+    return 1
 
 
 def _report(choice: Choice) -> int:
     after = installed()
     if after is None:
-        print("torch: pip finished but torch is not installed", file=sys.stderr)
+        say("pip finished but torch is not installed", error=True)
         return 1
     version, build = after
-    print(f"torch: installed torch {version}, the {build.upper()} build")
+    say(f"installed torch {version}, the {build.upper()} build")
     if build != choice.build:
-        print(
-            f"torch: warning: the {choice.build.upper()} build was wanted but the sources reached "
-            f"gave the {build.upper()} one; set TORCH_INDEX_URL to an index with the wanted build "
-            "and run `make clean install`",
-            file=sys.stderr,
+        say(
+            f"warning: the {choice.build.upper()} build was wanted but the sources reached gave "
+            f"the {build.upper()} one; set TORCH_INDEX_URL to an index with the wanted build and "
+            "run `make clean install`",
+            error=True,
         )
     return 0
 

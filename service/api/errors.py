@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from service.api.field_hints import hint_unknown_field
 from service.api.responses import error_response
 from service.errors import (
     ERROR_TABLE,
@@ -100,7 +101,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-        errors = list(error.errors())
+        errors = [hint_unknown_field(e, request) for e in error.errors()]  # did you mean ...?
         # bounded: a 1 MB body of wrong items would otherwise answer one detail per item (13 MB)
         details = [
             {

@@ -190,7 +190,7 @@ def _every_endpoint() -> Iterator[Case]:
                     422, MISSING[name], "Field required")
         yield fails(f"extra-field/{name}", "a field the endpoint does not have", path,
                     with_text(name, colour="red"),
-                    422, "colour", "Extra inputs are not permitted")
+                    422, "colour", "unknown field; the fields are")
         sent, field, message = WRONG_TYPE[name]
         yield fails(f"wrong-type/{name}", "the text field holds another JSON type", path,
                     raw(sent),
