@@ -1,0 +1,232 @@
+"""lstm-serve beside TorchServe 0.12 and a naive FastAPI server, on the same sentiment inputs and
+the same closed-loop load, in one run.
+
+    .venv/bin/python bench/side_by_side.py --data ../shared/data            # about 5 minutes
+    .venv/bin/python bench/side_by_side.py --data ../shared/data --quick    # a smoke check
+
+Every server serves the shipped `sentiment` checkpoint through the project's own tokeniser and
+`classify()`, with one torch thread per process. Each is started in turn on loopback, then driven
+by `wrk -t1` (Debian package; one client thread in C, the least client CPU on the machine it
+shares with the server) with the first 2,000 IMDB test reviews in turn, at each connection count:
+a warm-up run whose figures are dropped, then the measured run. Prints one Markdown report (also
+written with --out): req/s, p50/p99 latency and refusals per server and connection count, and the
+ratios lstm-serve / TorchServe and lstm-serve / naive. TorchServe is installed in its own virtual
+environment (.bench/torchserve-venv, by bench/setup_torchserve.sh) on first use; it needs Java 17.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from side_by_side_servers import SERVERS, Options, StartError
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA = """
+local bodies, i = {}, 0
+for line in io.lines("%s") do bodies[#bodies + 1] = line end
+wrk.method, wrk.headers["Content-Type"] = "POST", "application/json"
+request = function()
+  i = i %% #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+"""
+NAMES = {"lstm-serve": "lstm-serve", "torchserve": "TorchServe 0.12", "naive": "naive FastAPI"}
+CHECKED = 20  # reviews whose answers must agree across servers
+PORT_OFFSETS = {"lstm-serve": 0, "naive": 10, "torchserve": 20}  # TorchServe takes five ports
+
+
+@dataclass(frozen=True)
+class Measure:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    refused: int  # answers other than 2xx/3xx
+    socket_errors: int  # connect, read, write errors and timeouts
+    requests: int
+
+
+def reviews(data: Path, count: int) -> list[str]:
+    """The first `count` IMDB test reviews (imdb/test.jsonl.gz, one {"text", ...} per line)."""
+    with gzip.open(data / "imdb" / "test.jsonl.gz", "rt", encoding="utf-8") as handle:
+        return [json.loads(line)["text"] for _, line in zip(range(count), handle, strict=False)]
+
+
+def milliseconds(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+
+
+def parse_wrk(out: str) -> Measure:
+    """Figures from `wrk --latency` output."""
+    latency = {
+        pct: milliseconds(*re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s|m)\b", out).groups())  # type: ignore[union-attr]
+        for pct in ("50", "99")
+    }
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sockets = re.search(r"connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return Measure(
+        rps=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        p50_ms=latency["50"],
+        p99_ms=latency["99"],
+        refused=int(non_2xx.group(1)) if non_2xx else 0,
+        socket_errors=sum(int(n) for n in sockets.groups()) if sockets else 0,
+        requests=int(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
+    )
+
+
+def wrk(url: str, script: Path, connections: int, seconds: float) -> Measure:
+    command = [
+        "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "--latency",
+        "-s", str(script), url,
+    ]  # fmt: skip
+    return parse_wrk(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+
+
+def labels_of(url: str, texts: list[str]) -> list[str]:
+    """Each text's label as the server answers it: before any load, the benchmark checks that
+    every server answers with the same labels (the same model, not an error page)."""
+    labels = []
+    for text in texts:
+        body = json.dumps({"text": text}).encode()
+        request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            labels.append(str(json.loads(response.read())["label"]))
+    return labels
+
+
+def measure_server(
+    name: str, options: Options, url_script: Path, args: argparse.Namespace
+) -> tuple[list[str], dict[int, Measure]]:
+    """Start `name`, ask it for the first labels, run warm-up + measured load at each connection
+    count, stop it."""
+    results = {}
+    started = time.perf_counter()
+    with SERVERS[name](options) as target:
+        print(f"{NAMES[name]}: ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        labels = labels_of(target.url, args.texts[:CHECKED])
+        for connections in args.connections:
+            if args.warmup > 0:
+                wrk(target.url, url_script, connections, args.warmup)
+                # wrk leaves requests in flight when it stops; a server that finishes them (a
+                # queue does) would charge them to the measured run. One more request waits
+                # behind them in a first-come first-served server.
+                labels_of(target.url, args.texts[:1])
+            results[connections] = wrk(target.url, url_script, connections, args.duration)
+            figures = results[connections]
+            print(
+                f"  c={connections}: {figures.rps:,.0f} req/s, p50 {figures.p50_ms:.1f} ms, "
+                f"p99 {figures.p99_ms:.1f} ms, refused {figures.refused}",
+                file=sys.stderr,
+            )
+    return labels, results
+
+
+def ratio(numerator: float, denominator: float) -> str:
+    return f"{numerator / denominator:.2f}" if denominator else "-"
+
+
+def report(
+    results: dict[str, dict[int, Measure]], labels: dict[str, list[str]], args: argparse.Namespace
+) -> str:
+    lines = [
+        "| server | connections | req/s | p50 ms | p99 ms | refused (non-2xx) | socket errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, by_connections in results.items():
+        for connections, m in by_connections.items():
+            lines.append(
+                f"| {NAMES[name]} | {connections} | {m.rps:,.0f} | {m.p50_ms:.1f} | "
+                f"{m.p99_ms:.1f} | {m.refused} | {m.socket_errors} |"
+            )
+    ours = results.get("lstm-serve", {})
+    for other in ("torchserve", "naive"):
+        if not ours or other not in results:
+            continue
+        lines += [
+            "",
+            f"| connections | lstm-serve / {NAMES[other]}: req/s | p50 | p99 |",
+            "|---|---|---|---|",
+        ]
+        for connections, m in ours.items():
+            theirs = results[other][connections]
+            lines.append(
+                f"| {connections} | {ratio(m.rps, theirs.rps)} | "
+                f"{ratio(m.p50_ms, theirs.p50_ms)} | {ratio(m.p99_ms, theirs.p99_ms)} |"
+            )
+    answers = {tuple(answer) for answer in labels.values()}
+    agreement = "the same" if len(answers) == 1 else "DIFFERENT (not the same model?)"
+    lines += ["", f"Labels of the first {CHECKED} reviews, asked before the load: {agreement}."]
+    load = "load average at the end {:.2f}, {:.2f}, {:.2f}".format(*os.getloadavg())
+    lines += [
+        "",
+        f"{len(args.texts):,} IMDB test reviews, `wrk -t1`, closed loop, {args.duration:g} s after "
+        f"{args.warmup:g} s warm-up per connection count; {os.cpu_count()} cores; {load}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, required=True, help="folder with imdb/test.jsonl.gz")
+    parser.add_argument("--reviews", type=int, default=2000, help="how many test reviews to send")
+    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per run")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load before each")
+    parser.add_argument("--connections", default="1,8,64", help="comma-separated counts")
+    parser.add_argument("--servers", default="lstm-serve,torchserve,naive", help="which, in order")
+    parser.add_argument("--workers", type=int, default=2, help="TorchServe and naive processes")
+    parser.add_argument("--port", type=int, default=18400, help="first port (uses 25 from it)")
+    parser.add_argument("--project", type=Path, default=ROOT, help="checkout to serve from")
+    parser.add_argument("--quick", action="store_true", help="smoke check: 3 s after 1 s warm-up")
+    parser.add_argument("--out", type=Path, help="also write the report here")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.warmup = 3.0, 1.0
+    args.connections = [int(c) for c in args.connections.split(",")]
+    args.servers = [s.strip() for s in args.servers.split(",")]
+    unknown = [s for s in args.servers if s not in SERVERS]
+    if unknown:
+        parser.error(f"--servers: unknown {', '.join(unknown)}; choose from {', '.join(SERVERS)}")
+    if shutil.which("wrk") is None:
+        parser.error("needs wrk on PATH (Debian: apt-get install -y wrk)")
+    args.texts = reviews(args.data, args.reviews)
+    args.project = args.project.resolve()
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    results: dict[str, dict[int, Measure]] = {}
+    labels: dict[str, list[str]] = {}
+    with tempfile.TemporaryDirectory(prefix="side-by-side-") as temp:
+        bodies, script = Path(temp) / "bodies.jsonl", Path(temp) / "bodies.lua"
+        bodies.write_text("".join(json.dumps({"text": t}) + "\n" for t in args.texts))
+        script.write_text(LUA % bodies)
+        logs = Path(tempfile.mkdtemp(prefix="side-by-side-logs-"))
+        for name in args.servers:
+            options = Options(args.project, args.port + PORT_OFFSETS[name], args.workers, logs)
+            try:
+                labels[name], results[name] = measure_server(name, options, script, args)
+            except StartError as error:
+                print(f"{error}\n(skipped; server logs in {logs})", file=sys.stderr)
+    text = report(results, labels, args)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0 if len(results) == len(args.servers) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
