@@ -36,26 +36,47 @@ def top_k_next(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     return values, ids
 
 
+# Below this temperature, sampling is greedy: logits divided by it leave float range (1e-40 made
+# every probability NaN, and the draw fell through to the last token), and the distribution is
+# already one token, short of ties closer than 1e-6 in logit.
+MIN_TEMPERATURE = 1e-4
+
+
 def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
-    """Scale by temperature and mask tokens outside top-k / the top-p nucleus; logits (V,)."""
-    scaled = logits.float() / params.temperature
+    """Scale by temperature and mask tokens outside top-k / the top-p nucleus; logits (V,).
+    In float64; NaN logits are masked (never sampled); the most likely token always stays."""
+    scaled = torch.nan_to_num(logits.double(), nan=float("-inf"))
+    scaled = scaled / max(params.temperature, MIN_TEMPERATURE)
     if 0 < params.top_k < scaled.shape[-1]:
         threshold = scaled.topk(params.top_k).values[-1]
         scaled = scaled.masked_fill(scaled < threshold, float("-inf"))
     if params.top_p < 1.0:
         sorted_logits, order = scaled.sort(descending=True)
-        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+        probs = torch.softmax(sorted_logits, dim=-1)
         # drop a token once the mass before it already reaches top_p; the first always stays
-        drop_sorted = (cumulative - torch.softmax(sorted_logits, dim=-1)) >= params.top_p
+        # (a top_p below the float resolution would otherwise drop every token)
+        drop_sorted = (probs.cumsum(-1) - probs) >= params.top_p
+        drop_sorted[0] = False
         scaled = scaled.masked_fill(drop_sorted.scatter(0, order, drop_sorted), float("-inf"))
     return scaled
 
 
+def _greedy(logits: torch.Tensor) -> int:
+    """The most likely token, never a NaN one (ValueError when every logit is NaN)."""
+    values = torch.nan_to_num(logits.double(), nan=float("-inf"))
+    if not bool((values > float("-inf")).any()):
+        raise ValueError("the logits hold no usable value (all NaN or -inf)")
+    return int(values.argmax())
+
+
 def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
     """One token id from logits (V,). One uniform draw per token, so a seed fixes the text."""
-    if params.temperature == 0:
-        return int(logits.argmax())
-    probs = torch.softmax(filter_logits(logits, params), dim=-1).double().cpu()
+    if params.temperature < MIN_TEMPERATURE or bool(torch.isposinf(logits).any()):
+        return _greedy(logits)  # (a +inf logit is a certain token)
+    filtered = filter_logits(logits, params)
+    if not bool((filtered > float("-inf")).any()):
+        return _greedy(logits)
+    probs = torch.softmax(filtered, dim=-1).cpu()
     cumulative = probs.cumsum(0)
     draw = torch.rand((), generator=generator, dtype=torch.float64) * cumulative[-1]
     index = int(torch.searchsorted(cumulative, draw.reshape(1), right=True))
