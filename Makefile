@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(shell echo "$(TORCH_SPEC)-$(TORCH_BUILD)-$(TORCH_I
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test test-browser test-docker lint typecheck unit format clean
+.PHONY: install serve test test-browser test-docker test-replicas lint typecheck unit format clean
 
 $(STAMP): pyproject.toml scripts/torch_install.py
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -50,6 +50,10 @@ test-browser: $(STAMP)
 # Needs a Docker engine with Compose v2: builds the image, runs it, calls every endpoint.
 test-docker:
 	bash scripts/test-docker.sh
+
+# Needs the same: 2 replicas behind HAProxy (deploy/compose/replicas.yml), load, a replica stopped.
+test-replicas:
+	bash scripts/test-replicas.sh
 
 format: $(STAMP)
 	$(BIN)/ruff format .
