@@ -221,6 +221,8 @@ def main() -> int:
                 labels[name], results[name] = measure_server(name, options, script, args)
             except StartError as error:
                 print(f"{error}\n(skipped; server logs in {logs})", file=sys.stderr)
+            except subprocess.CalledProcessError as error:
+                print(f"{name}: wrk failed: {error.stdout}{error.stderr}(skipped)", file=sys.stderr)
     text = report(results, labels, args)
     print(text)
     if args.out:

@@ -106,14 +106,15 @@ def alive(pid: int) -> bool:
 
 
 def stop_pid(pid: int, grace_s: float = 30.0) -> None:
-    """SIGTERM, then SIGKILL if `pid` still runs after `grace_s`."""
+    """SIGTERM, then SIGKILL if `pid` still runs after `grace_s`; returns once it is gone."""
     with suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+            os.kill(pid, sig)
+            deadline = time.monotonic() + wait_s
+            while alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if not alive(pid):
+                return
 
 
 @contextmanager

@@ -57,7 +57,7 @@ class SentimentHandler:
 def read_text(body: Any) -> tuple[str, str]:
     """(text, "") from a request body (TorchServe decodes JSON bodies; others arrive as bytes),
     or ("", the problem)."""
-    if isinstance(body, bytes | bytearray):
+    if isinstance(body, bytes | bytearray | str):
         try:
             body = json.loads(body)
         except ValueError:
