@@ -70,13 +70,18 @@ def test_wrk_output_without_errors_counts_none() -> None:
     assert (measure.refused, measure.socket_errors) == (0, 0)
 
 
-def measure(rps: float, p50: float, p99: float) -> side_by_side.Measure:
-    return side_by_side.Measure(rps, p50, p99, 0, 0, int(rps))
+def measure(rps: float, p50: float, p99: float, refused: int = 0) -> side_by_side.Measure:
+    return side_by_side.Measure(rps, p50, p99, refused, 0, int(rps))
+
+
+def test_refused_answers_are_not_throughput() -> None:
+    measure = side_by_side.parse_wrk(WRK_OUTPUT)  # 737 answers, 12 of them refused
+    assert measure.served_rps == pytest.approx(730.31 * 725 / 737)
 
 
 def test_report_gives_ratios_against_each_other_server() -> None:
     results = {
-        "lstm-serve": {1: measure(200, 5.0, 10.0), 64: measure(600, 100.0, 150.0)},
+        "lstm-serve": {1: measure(200, 5.0, 10.0), 64: measure(800, 100.0, 150.0, refused=200)},
         "torchserve": {1: measure(100, 10.0, 20.0), 64: measure(400, 150.0, 200.0)},
         "naive": {1: measure(250, 4.0, 8.0), 64: measure(300, 200.0, 400.0)},
     }
@@ -84,6 +89,7 @@ def test_report_gives_ratios_against_each_other_server() -> None:
     args = Namespace(texts=["a"] * 2000, duration=20.0, warmup=5.0)
     text = side_by_side.report(results, labels, args)
     assert "| TorchServe 0.12 | 64 | 400 | 150.0 | 200.0 | 0 | 0 |" in text
+    assert "| lstm-serve | 64 | 600 | 100.0 | 150.0 | 200 | 0 |" in text  # 800 less 200 refused
     torchserve_table = text.split("lstm-serve / TorchServe 0.12")[1].split("\n\n")[0]
     assert "| 1 | 2.00 | 0.50 | 0.50 |" in torchserve_table
     assert "| 64 | 1.50 | 0.67 | 0.75 |" in torchserve_table
