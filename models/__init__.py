@@ -1,4 +1,5 @@
-"""Shared library of lstm-serve: architectures, tokenizers, the checkpoint format and decoding.
+"""Shared library of lstm-serve: architectures, tokenizers, the checkpoint format, decoding and
+device resolution.
 
 Imported by both `training` and `service`; imports neither.
 """

@@ -115,11 +115,15 @@ class _EncoderLayer(nn.Module):
     def forward(
         self, x: torch.Tensor, lengths: torch.Tensor, packed: bool
     ) -> tuple[torch.Tensor, State]:
+        """x (B, T, D) -> outputs (B, T, H * directions), the forward direction's final state."""
         out, state = run_rnn(self.forward_rnn, x, lengths, packed=packed)  # (B, T, H)
         if self.backward_rnn is None:
             return out, state
+        # on a padded batch (packed=False), nn.LSTM(bidirectional=True) would start its backward
+        # pass on the padding; reversing each row within its length keeps the padding at the end
         reversed_x = reverse_within_lengths(x, lengths)
-        back, _ = run_rnn(self.backward_rnn, reversed_x, lengths, packed=packed)
+        back, _ = run_rnn(self.backward_rnn, reversed_x, lengths, packed=packed)  # (B, T, H)
+        # back in reading order, so position t holds both directions' outputs for token t
         return torch.cat([out, reverse_within_lengths(back, lengths)], dim=-1), state
 
 
@@ -130,6 +134,7 @@ class SequenceClassifier(nn.Module):
         super().__init__()
         self.config = config
         directions = 2 if config.bidirectional else 1
+        # padding_idx: the padding row stays zero and gets no gradient
         self.embedding = nn.Embedding(
             config.vocab_size, config.embed_dim, padding_idx=config.padding_id
         )
@@ -141,12 +146,13 @@ class SequenceClassifier(nn.Module):
                 config.bidirectional,
             )
             for i in range(config.num_layers)
-        )
+        )  # layer i > 0 reads both directions of the layer below: H * directions wide
         self.embed_dropout = nn.Dropout(config.embed_dropout)
         self.dropout = nn.Dropout(config.dropout)
-        pooled_dim = config.hidden_dim * directions
+        pooled_dim = config.hidden_dim * directions  # D: the width of one pooled vector
         if config.pool_embeddings:
             pooled_dim += config.embed_dim
+        # one D-wide vector per pooling kind, side by side
         self.head = nn.Linear(pooled_dim * len(config.pooling), config.num_classes)
 
     def forward(
@@ -159,39 +165,47 @@ class SequenceClassifier(nn.Module):
         self, embedded: torch.Tensor, lengths: torch.Tensor, packed: bool = True
     ) -> tuple[torch.Tensor, State]:
         """Same as `forward` from embeddings (B, T, E), so callers can attribute to tokens."""
-        x = self.embed_dropout(embedded)
+        x = self.embed_dropout(embedded)  # (B, T, E)
         state: State | None = None
         for i, layer in enumerate(self.layers):
-            x, state = layer(x if i == 0 else self.dropout(x), lengths, packed)
+            # dropout between layers only: the embeddings had their own above
+            x, state = layer(x if i == 0 else self.dropout(x), lengths, packed)  # (B, T, H*dirs)
         if self.config.pool_embeddings:
+            # the embeddings before dropout: the bag-of-words path sees every word
             x = torch.cat([x, embedded], dim=-1)  # (B, T, H*dirs + E)
-        pooled = self._pool(x, lengths)
-        assert state is not None
-        return self.head(self.dropout(pooled)), state
+        pooled = self._pool(x, lengths)  # (B, D * len(pooling))
+        assert state is not None  # num_layers >= 1, so the loop ran
+        return self.head(self.dropout(pooled)), state  # (B, C)
 
     def _pool(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D) -> (B, D * len(pooling)); padding never enters a pool."""
         lengths = lengths.to(x.device)
         mask = length_mask(lengths, x.shape[1]).unsqueeze(-1)  # (B, T, 1)
         pooled = []
         for kind in self.config.pooling:
             if kind == "last":
-                pooled.append(self._last(x, lengths))
+                pooled.append(self._last(x, lengths))  # (B, D)
             elif kind == "mean":
-                pooled.append((x * mask).sum(1) / lengths.unsqueeze(1).to(x.dtype))
+                # sum of real positions over the real length, not over T
+                pooled.append((x * mask).sum(1) / lengths.unsqueeze(1).to(x.dtype))  # (B, D)
             else:
-                pooled.append(x.masked_fill(~mask, float("-inf")).amax(1))
+                # -inf at padding: its outputs (zeros when packed, the run over padding when not)
+                # must never win the max
+                pooled.append(x.masked_fill(~mask, float("-inf")).amax(1))  # (B, D)
         return torch.cat(pooled, dim=-1)  # (B, pooled_dim * len(pooling))
 
     def _last(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Each direction's final output: forward at position len-1, backward at position 0."""
-        index = (lengths - 1).view(-1, 1, 1).expand(-1, 1, x.shape[-1])
-        last = x.gather(1, index).squeeze(1)  # (B, D)
+        index = (lengths - 1).view(-1, 1, 1).expand(-1, 1, x.shape[-1])  # (B, 1, D)
+        last = x.gather(1, index).squeeze(1)  # (B, D): every feature at position len-1
         if not self.config.bidirectional:
             return last
+        # features are [forward H | backward H | embeddings E when pooled]; the backward
+        # direction ends at position 0, where it has read the whole row
         hidden = self.config.hidden_dim
         return torch.cat(
             [last[:, :hidden], x[:, 0, hidden : 2 * hidden], last[:, 2 * hidden :]], -1
-        )
+        )  # (B, D)
 
 
 class LanguageModel(nn.Module):
@@ -204,9 +218,12 @@ class LanguageModel(nn.Module):
         self.rnn = make_rnn(
             config.cell, config.embed_dim, config.hidden_dim, config.num_layers, config.dropout
         )
+        # on the embeddings and on the top layer's output; make_rnn adds it between layers
         self.dropout = nn.Dropout(config.dropout)
         self.head: nn.Module
         if config.adaptive_cutoffs:
+            # frequent words get the full width, rarer clusters a projection div_value times
+            # narrower: most of the cost and parameters of a large vocabulary's softmax go
             self.head = nn.AdaptiveLogSoftmaxWithLoss(
                 config.hidden_dim,
                 config.vocab_size,
@@ -221,6 +238,7 @@ class LanguageModel(nn.Module):
                 else nn.Linear(config.hidden_dim, config.embed_dim, bias=False)
             )
             decoder = nn.Linear(config.embed_dim, config.vocab_size)
+            # one (V, E) matrix both reads tokens in and scores them out (Press & Wolf, 2017)
             decoder.weight = self.embedding.weight
             self.head = nn.Sequential(projection, decoder)
         else:
@@ -235,24 +253,27 @@ class LanguageModel(nn.Module):
     ) -> tuple[torch.Tensor, State]:
         """tokens (B, T) -> hidden (B, T, H) after dropout, and the state after each row's end."""
         x = self.dropout(self.embedding(tokens))  # (B, T, E)
-        hidden, new_state = run_rnn(self.rnn, x, lengths, state, packed)
+        hidden, new_state = run_rnn(self.rnn, x, lengths, state, packed)  # (B, T, H)
         return self.dropout(hidden), new_state
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden (..., H) -> logits (..., V); with an adaptive softmax, log-probabilities."""
         if isinstance(self.head, nn.AdaptiveLogSoftmaxWithLoss):
-            flat = self.head.log_prob(hidden.reshape(-1, hidden.shape[-1]))
-            return flat.view(*hidden.shape[:-1], -1)
-        out: torch.Tensor = self.head(hidden)
+            # log_prob takes a 2-D (N, H) batch: flatten the leading dimensions, then restore them
+            flat = self.head.log_prob(hidden.reshape(-1, hidden.shape[-1]))  # (N, V)
+            return flat.view(*hidden.shape[:-1], -1)  # (..., V); softmax of it is unchanged
+        out: torch.Tensor = self.head(hidden)  # (..., V)
         return out
 
     def target_log_probs(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """log p(target) for hidden (N, H), targets (N,); no full softmax when adaptive."""
         if isinstance(self.head, nn.AdaptiveLogSoftmaxWithLoss):
-            output: torch.Tensor = self.head(hidden, targets).output
+            # scores only the head and each target's own cluster: cheaper than log_prob's (N, V)
+            output: torch.Tensor = self.head(hidden, targets).output  # (N,)
             return output
-        log_probs = torch.log_softmax(self.logits(hidden).float(), dim=-1)
-        return log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)
+        # float32: a half-precision log-softmax over a large vocabulary loses the small terms
+        log_probs = torch.log_softmax(self.logits(hidden).float(), dim=-1)  # (N, V)
+        return log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)  # (N,)
 
     def next_logits(
         self,
@@ -263,10 +284,11 @@ class LanguageModel(nn.Module):
         """Logits (B, V) after each row's last real token only, and the state there: reading a
         prompt needs no projection to the vocabulary at the positions before."""
         hidden, new_state = self.features(tokens, state, lengths)  # (B, T, H)
-        last = (lengths.to(hidden.device) - 1) if lengths is not None else None
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        last = (lengths.to(hidden.device) - 1) if lengths is not None else None  # (B,)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)  # (B,)
+        # row b's output at its own last position (rows of one batch end at different places)
         final = hidden[rows, last] if last is not None else hidden[:, -1]  # (B, H)
-        return self.logits(final), new_state
+        return self.logits(final), new_state  # (B, V)
 
     def forward(
         self,
@@ -275,8 +297,8 @@ class LanguageModel(nn.Module):
         lengths: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, State]:
         """tokens (B, T) -> logits (B, T, V), state after each row's last real token."""
-        hidden, new_state = self.features(tokens, state, lengths)
-        return self.logits(hidden), new_state
+        hidden, new_state = self.features(tokens, state, lengths)  # (B, T, H)
+        return self.logits(hidden), new_state  # (B, T, V)
 
 
 ARCHITECTURES: dict[str, tuple[type[ModelConfig], type[nn.Module]]] = {
@@ -296,4 +318,5 @@ def build_model(config: ModelConfig) -> nn.Module:
 
 def count_parameters(model: nn.Module) -> int:
     """Distinct parameters (tied weights counted once)."""
+    # parameters() yields a shared tensor once, so a tied embedding is not counted twice
     return sum(p.numel() for p in model.parameters())

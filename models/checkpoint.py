@@ -41,6 +41,7 @@ CONFIG, WEIGHTS, TOKENIZER, CARD, MANIFEST = (
 )
 FILES = (CONFIG, WEIGHTS, TOKENIZER, CARD)
 TASKS = ("sentiment", "next-word", "generate")
+VERSION_DIGITS = 12  # of the weights' sha256: `Checkpoint.version`
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -108,6 +109,8 @@ class Checkpoint:
     model: nn.Module
     tokenizer: Tokenizer
     card: dict[str, Any]
+    # first 12 hex digits of the weights' sha256 (from MANIFEST.sha256): names these exact weights
+    version: str = ""
 
 
 def sha256_file(path: Path) -> str:
@@ -133,25 +136,27 @@ def save_checkpoint(
         )
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
+    # a copy: the caller's model keeps its device and float32 weights
     stored = copy.deepcopy(model).to(device="cpu", dtype=STORAGE_DTYPES[config.dtype])
     save_model(stored, str(path / WEIGHTS))  # drops tied duplicates; load_model restores them
     (path / WEIGHTS).chmod(0o644)  # safetensors writes 0600; a checkpoint is meant to be shared
     (path / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     (path / TOKENIZER).write_text(tokenizer.to_json())
     (path / CARD).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    # the manifest last, over the bytes as written: `sha256sum -c MANIFEST.sha256` checks it too
     lines = [f"{sha256_file(path / name)}  {name}\n" for name in FILES]
     (path / MANIFEST).write_text("".join(lines))
     return path
 
 
-def verify_manifest(path: Path) -> None:
-    """Check every file against MANIFEST.sha256."""
+def verify_manifest(path: Path) -> dict[str, str]:
+    """Check every file against MANIFEST.sha256; return its sha256 per file name."""
     for name in (*FILES, MANIFEST):
         if not (path / name).is_file():
             raise MissingFileError(f"{name}: missing from checkpoint {path.name!r}")
     expected: dict[str, str] = {}
     for line in (path / MANIFEST).read_text().splitlines():
-        digest, _, name = line.partition("  ")
+        digest, _, name = line.partition("  ")  # sha256sum's "<digest>  <name>"
         expected[name.strip()] = digest.strip()
     if sorted(expected) != sorted(FILES):
         raise ManifestMismatchError(f"{MANIFEST}: lists {sorted(expected)}, expected {list(FILES)}")
@@ -160,6 +165,7 @@ def verify_manifest(path: Path) -> None:
             raise ManifestMismatchError(
                 f"{name}: sha256 does not match {MANIFEST}; the file was changed or corrupted"
             )
+    return expected
 
 
 def read_config(path: Path) -> CheckpointConfig:
@@ -209,7 +215,7 @@ def load_checkpoint(
     path = Path(directory)
     if not path.is_dir():
         raise MissingFileError(f"{path.name}: checkpoint directory not found")
-    verify_manifest(path)
+    digests = verify_manifest(path)
     config = read_config(path)
     try:
         tokenizer = tokenizer_from_json((path / TOKENIZER).read_text())
@@ -222,6 +228,7 @@ def load_checkpoint(
         )
     model = build_model(config.model)
     try:
+        # strict: a missing or extra tensor is an error, never a silently random weight
         load_model(model, str(path / WEIGHTS), strict=True)
     except SafetensorError as error:  # truncated, or not safetensors at all (e.g. a pickle)
         summary = str(error).splitlines()[0][:300]
@@ -236,5 +243,7 @@ def load_checkpoint(
         card = json.loads((path / CARD).read_text())
     except ValueError as error:
         raise InvalidConfigError(f"{CARD}: not JSON ({error})") from None
+    # stored half precision is computed in `dtype` (float32 by default); eval() turns dropout off
     model.to(device=device, dtype=dtype).eval()
-    return Checkpoint(name or path.name, path, config, model, tokenizer, card)
+    version = digests[WEIGHTS][:VERSION_DIGITS]
+    return Checkpoint(name or path.name, path, config, model, tokenizer, card, version)

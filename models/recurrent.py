@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 CellType = Literal["lstm", "gru", "rnn"]
+# torch's fused multi-layer modules (cuDNN on CUDA, a C++ loop on CPU), not cells stepped in Python
 CELLS: dict[str, Callable[..., nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 # LSTM state is (h, c), each (num_layers, B, H); GRU and RNN state is h alone.
@@ -27,7 +28,8 @@ def make_rnn(
         input_dim,
         hidden_dim,
         num_layers=num_layers,
-        batch_first=True,
+        batch_first=True,  # (B, T, D) everywhere in this project
+        # torch applies this dropout between layers only, and warns when there is no second layer
         dropout=dropout if num_layers > 1 else 0.0,
     )
 
@@ -41,10 +43,12 @@ def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tens
     batch, steps = x.shape[0], x.shape[1]
     positions = torch.arange(steps, device=x.device).expand(batch, steps)  # (B, T)
     lengths = lengths.to(x.device).unsqueeze(1)  # (B, 1)
+    # real position t reads from len-1-t; a padding position reads from itself
     index = torch.where(positions < lengths, lengths - 1 - positions, positions)  # (B, T)
     if x.dim() > 2:
+        # the same source row for every feature: (B, T) -> (B, T, 1, ...) -> x's shape
         index = index.view(batch, steps, *([1] * (x.dim() - 2))).expand_as(x)
-    return x.gather(1, index)
+    return x.gather(1, index)  # x's shape, each row reversed within its length
 
 
 def run_rnn(
@@ -61,28 +65,32 @@ def run_rnn(
     CPU); outputs at real positions are identical, but the returned state has read the padding.
     """
     if lengths is None or not packed:
-        output, new_state = rnn(x, state)
+        output, new_state = rnn(x, state)  # (B, T, H), state after position T-1 of every row
         return output, new_state
+    # packing wants lengths on the CPU (it sorts them there); enforce_sorted=False lets rows come
+    # in any order, torch sorts and unsorts them (and the state) itself
     packed_input = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
     packed_output, new_state = rnn(packed_input, state)
+    # total_length keeps T even when the longest row is shorter than the padded batch
     output, _ = pad_packed_sequence(packed_output, batch_first=True, total_length=x.shape[1])
-    return output, new_state
+    return output, new_state  # (B, T, H) with zeros at padding, state after each row's end
 
 
 def length_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
     """(B, T) boolean mask, True at real positions."""
+    # (1, T) positions against (B, 1) lengths broadcast to (B, T)
     return torch.arange(steps, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
 
 
 def select_state(state: State, index: torch.Tensor) -> State:
-    """Rows `index` of a batched state (batch is dim 1)."""
+    """Rows `index` of a batched state (batch is dim 1: (L, B, H) -> (L, len(index), H))."""
     if isinstance(state, tuple):
         return (state[0][:, index], state[1][:, index])
     return state[:, index]
 
 
 def concat_states(states: list[State]) -> State:
-    """Join per-sequence states along the batch dimension."""
+    """Join per-sequence states along the batch dimension: (L, B_i, H) each -> (L, sum B_i, H)."""
     pairs = [s for s in states if isinstance(s, tuple)]
     if pairs:
         return (torch.cat([h for h, _ in pairs], dim=1), torch.cat([c for _, c in pairs], dim=1))
@@ -90,7 +98,8 @@ def concat_states(states: list[State]) -> State:
 
 
 def detach_state(state: State) -> State:
-    """Cut the graph behind a carried state (truncated backpropagation through time)."""
+    """Cut the graph behind a carried state (truncated backpropagation through time): the values
+    carry over to the next window, the gradient stops here, so memory stays one window deep."""
     if isinstance(state, tuple):
         return (state[0].detach(), state[1].detach())
     return state.detach()

@@ -39,6 +39,7 @@ def truncate_ids(ids: list[int], max_length: int, head: int = 0) -> tuple[list[i
     """Keep the first `head` ids and the last `max_length - head`; say whether anything was cut."""
     if len(ids) <= max_length:
         return ids, False
+    # a review's opening and its verdict at the end carry the sentiment; the middle goes
     return ids[:head] + ids[len(ids) - (max_length - head) :], True
 
 
@@ -97,6 +98,7 @@ class WordTokenizer:
         return self._tokenizer.token_to_id(EOS)
 
     def encode(self, text: str) -> Encoding:
+        # no <eos> or other specials added: callers decide where a text ends
         encoded = self._tokenizer.encode(_valid_unicode(text), add_special_tokens=False)
         return Encoding(list(encoded.ids), [tuple(o) for o in encoded.offsets])  # type: ignore[misc]
 
@@ -160,7 +162,8 @@ def fit_word_tokenizer(
         if pipeline.normalizer is not None:
             text = pipeline.normalizer.normalize_str(text)
         counts.update(word for word, _ in pipeline.pre_tokenizer.pre_tokenize_str(text))
-    vocab = {token: i for i, token in enumerate(dict.fromkeys(specials))}
+    vocab = {token: i for i, token in enumerate(dict.fromkeys(specials))}  # dedup, keep order
+    # frequency first, then the word itself: Counter's own order depends on the input order
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     for word, count in ranked:
         if count < min_frequency or (max_vocab and len(vocab) >= max_vocab):
@@ -178,7 +181,7 @@ class CharTokenizer:
     def __init__(self, chars: Sequence[str]) -> None:
         if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
             raise ValueError("a character vocabulary needs distinct single characters")
-        self._chars = [UNK, *chars]
+        self._chars = [UNK, *chars]  # id 0: what encode gives a character not in the map
         self._ids = {c: i for i, c in enumerate(self._chars) if i > 0}
 
     @classmethod

@@ -1,5 +1,8 @@
 """Training configuration: dataclass defaults <- JSON file <- command-line flags, resolved once and
-recorded in the checkpoint."""
+recorded in the checkpoint. The `model` section is the model's own config: its fields and defaults
+are those of `ClassifierConfig` or `LanguageModelConfig`, less what the data decides (vocabulary
+size, padding id, number of classes). Files, flags and cards spell every setting flat
+(`hidden_dim`, `--hidden-dim`); each flat name maps to exactly one place in the nested config."""
 
 from __future__ import annotations
 
@@ -10,70 +13,146 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from models.architectures import ClassifierConfig, LanguageModelConfig, ModelConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+# Model fields whose values come from the data, never from a setting.
+DATA_DECIDED = frozenset({"vocab_size", "padding_id", "num_classes"})
+
+
+def setting(default: Any, description: str) -> Any:
+    """A config field with the description `--help` shows beside its flag."""
+    return field(default=default, metadata={"help": description})
+
+
+# What `--help` says about each model field; the defaults are the model config's own.
+MODEL_HELP = {
+    "cell": "recurrent cell: lstm, gru or rnn",
+    "embed_dim": "width of the token embeddings",
+    "hidden_dim": "width of the recurrent state (per direction)",
+    "num_layers": "stacked recurrent layers",
+    "dropout": "dropout between layers and before the output",
+    "bidirectional": "also read each text backwards (true/false)",
+    "embed_dropout": "dropout on the embeddings",
+    "pooling": "how the outputs over time become one vector: comma list of last, mean, max",
+    "pool_embeddings": "also pool the embeddings themselves, a bag-of-words path (true/false)",
+    "tie_weights": "share the embedding matrix with the output projection (true/false)",
+    "adaptive_cutoffs": "adaptive softmax cluster cut-offs, a comma list; empty: full softmax",
+    "adaptive_div_value": "how much narrower each adaptive softmax cluster is than the one before",
+}
+
+
+def model_defaults(cls: type[ModelConfig]) -> dict[str, Any]:
+    """The model config's own defaults for every field a setting may give."""
+    defaults: dict[str, Any] = {}
+    for item in dataclasses.fields(cls):
+        if item.name in DATA_DECIDED:
+            continue
+        factory = item.default_factory
+        defaults[item.name] = item.default if factory is dataclasses.MISSING else factory()
+    return defaults
 
 
 @dataclass
 class TrainConfig:
-    """Settings every task shares."""
+    """Settings every task shares: where data and runs live, how to optimise, and the model."""
 
-    data: str | None = None  # local file or directory; None downloads the canonical corpus
-    cache_dir: str = ".cache/lstm-serve"
-    run_dir: str = "runs/{task}"
-    export_dir: str | None = None  # where the checkpoint goes; default <run_dir>/checkpoint
-    seed: int = 0
-    threads: int = 1
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    cell: str = "lstm"
-    embed_dim: int = 128
-    hidden_dim: int = 256
-    num_layers: int = 1
-    dropout: float = 0.2
-    epochs: int = 5
-    batch_size: int = 32
-    lr: float = 2e-3
-    min_lr_ratio: float = 0.05  # cosine decay ends at lr * min_lr_ratio
-    warmup_steps: int = 100
-    weight_decay: float = 0.01
-    clip_norm: float = 1.0
-    patience: int = 3  # evaluations without improvement before stopping early
-    eval_every: int = 0  # steps between validations; 0 means once per epoch
-    max_train_batches: int = 0  # 0 means all; smoke runs cap this
-    max_eval_batches: int = 0
-    storage_dtype: str = "float16"
-    init_from: str | None = None  # a checkpoint to start from instead of random weights
-    smoke: bool = False
+    MODEL: ClassVar[type[ModelConfig]] = LanguageModelConfig
+
+    data: str | None = setting(
+        None, "local file or directory of the corpus; none: download the canonical one"
+    )
+    cache_dir: str = setting(".cache/lstm-serve", "where downloads are kept, verified")
+    run_dir: str = setting("runs/{task}", "run directory: resolved config, resume state, curves")
+    export_dir: str | None = setting(None, "where the checkpoint goes; none: <run-dir>/checkpoint")
+    seed: int = setting(0, "seed of every random choice (weights, batches, dropout)")
+    threads: int = setting(1, "torch threads")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    # the model's own config fields (filled from its defaults in __post_init__)
+    model: dict[str, Any] = field(default_factory=dict)
+    epochs: int = setting(5, "passes over the training split")
+    batch_size: int = setting(32, "examples (or parallel text streams) per step")
+    lr: float = setting(2e-3, "peak learning rate (AdamW)")
+    min_lr_ratio: float = setting(0.05, "the cosine decay ends at lr * min_lr_ratio")
+    warmup_steps: int = setting(100, "steps of linear learning-rate warmup")
+    weight_decay: float = setting(0.01, "AdamW weight decay")
+    clip_norm: float = setting(1.0, "gradients are clipped to this global norm")
+    patience: int = setting(3, "validations without improvement before stopping early")
+    eval_every: int = setting(0, "steps between validations; 0: once per epoch")
+    max_train_batches: int = setting(0, "cap on training batches per epoch; 0: all")
+    max_eval_batches: int = setting(0, "cap on validation and test batches; 0: all")
+    storage_dtype: str = setting("float16", "exported weights: float16, bfloat16 or float32")
+    init_from: str | None = setting(None, "a checkpoint whose weights to start from")
+    smoke: bool = setting(
+        False, "a tiny model on a few batches, in seconds; without --data, on a shipped sample"
+    )
+
+    def __post_init__(self) -> None:
+        defaults = model_defaults(self.MODEL)
+        unknown = sorted(set(self.model) - set(defaults))
+        if unknown:
+            raise ValueError(f"unknown {self.MODEL.__name__} settings {unknown}")
+        self.model = {**defaults, **self.model}
+
+    def model_config(self, vocab_size: int, **decided: Any) -> ModelConfig:
+        """The model's config, once the data has decided its vocabulary (and what else the task
+        decides from it: a padding id, the number of classes, cut-offs that fit the vocabulary)."""
+        return self.MODEL(**{**self.model, "vocab_size": vocab_size, **decided})
+
+    def smoke_settings(self) -> dict[str, Any]:
+        """What `--smoke` changes: a tiny model on a few batches."""
+        return {
+            "model": {**self.model, "embed_dim": 16, "hidden_dim": 16, "num_layers": 1},
+            "epochs": 1,
+            "batch_size": 8,
+            "max_train_batches": 4,
+            "max_eval_batches": 2,
+            "warmup_steps": 1,
+            "eval_every": 0,
+        }
 
 
 @dataclass
 class SentimentConfig(TrainConfig):
-    max_vocab: int = 30000
-    min_frequency: int = 2
-    max_length: int = 512
-    head_tokens: int = 128  # over-long reviews keep the first head_tokens and the rest from the end
-    valid_fraction: float = 0.1
-    bidirectional: bool = True
-    pooling: tuple[str, ...] = ("max", "mean")
-    pool_embeddings: bool = True
-    embed_dropout: float = 0.3
-    label_smoothing: float = 0.0
+    MODEL: ClassVar[type[ModelConfig]] = ClassifierConfig
+
+    max_vocab: int = setting(30000, "the most frequent words kept, specials included")
+    min_frequency: int = setting(2, "a word must occur this often in training to be kept")
+    max_length: int = setting(512, "tokens read per review")
+    head_tokens: int = setting(
+        128, "an over-long review keeps its first head_tokens and the rest from its end"
+    )
+    valid_fraction: float = setting(0.1, "share of the training reviews held out for validation")
+    label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy loss")
+
+    def smoke_settings(self) -> dict[str, Any]:
+        return {**super().smoke_settings(), "max_vocab": 2000, "max_length": 64, "head_tokens": 16}
 
 
 @dataclass
 class LanguageModelTrainConfig(TrainConfig):
-    bptt: int = 64
-    eval_bptt: int = 256
-    eval_batch_size: int = 16
-    tie_weights: bool = False
-    adaptive_cutoffs: tuple[int, ...] = field(default_factory=tuple)
-    adaptive_div_value: float = 4.0
-    max_length: int = 4096  # the longest prompt the service will read, in tokens
-    valid_fraction: float = 0.05  # char corpus: every (1/valid_fraction)-th block of the text
-    valid_block: int = 2048  # char corpus: characters per validation block
-    test_fraction: float = 0.1
-    sample_prompts: tuple[str, ...] = ()
+    MODEL: ClassVar[type[ModelConfig]] = LanguageModelConfig
+
+    bptt: int = setting(64, "tokens per truncated backpropagation window")
+    eval_bptt: int = setting(256, "tokens per window when evaluating")
+    eval_batch_size: int = setting(16, "parallel streams when evaluating")
+    max_length: int = setting(4096, "the longest prompt the service will read, in tokens")
+    valid_fraction: float = setting(
+        0.05,
+        "char corpus: every (1/valid_fraction)-th block validates; word corpus without "
+        "valid.txt: the end of train.txt",
+    )
+    valid_block: int = setting(2048, "char corpus: characters per validation block")
+    test_fraction: float = setting(0.1, "char corpus: the last share of the text, for testing")
+    sample_prompts: tuple[str, ...] = setting((), "prompts sampled into the card, a comma list")
+
+    def smoke_settings(self) -> dict[str, Any]:
+        small = super().smoke_settings()
+        if self.model["adaptive_cutoffs"]:
+            small["model"]["adaptive_cutoffs"] = (100, 500)
+        return {**small, "bptt": 16, "eval_bptt": 32, "eval_batch_size": 4, "max_length": 256}
 
 
 TASK_CONFIGS: dict[str, type[TrainConfig]] = {
@@ -81,6 +160,44 @@ TASK_CONFIGS: dict[str, type[TrainConfig]] = {
     "next-word": LanguageModelTrainConfig,
     "generate": LanguageModelTrainConfig,
 }
+
+
+def _own_fields(cls: type[TrainConfig]) -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(cls) if f.name != "model"]
+
+
+def setting_types(cls: type[TrainConfig]) -> dict[str, Any]:
+    """Every flat setting name and its type, in the order the flat form lists them."""
+    own = typing.get_type_hints(cls)
+    model = typing.get_type_hints(cls.MODEL)
+    names: dict[str, Any] = {}
+    for item in dataclasses.fields(cls):
+        if item.name == "model":
+            names.update({name: model[name] for name in model_defaults(cls.MODEL)})
+        else:
+            names[item.name] = own[item.name]
+    return names
+
+
+def config_as_dict(config: TrainConfig) -> dict[str, Any]:
+    """The flat form, as files, flags and model cards spell it."""
+    flat: dict[str, Any] = {}
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        if item.name == "model":
+            flat.update(value)
+        else:
+            flat[item.name] = value
+    return flat
+
+
+def config_from_dict(cls: type[TrainConfig], values: dict[str, Any]) -> TrainConfig:
+    """The nested config from flat settings (JSON lists become tuples)."""
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    model_names = set(model_defaults(cls.MODEL))
+    model = {k: v for k, v in values.items() if k in model_names}
+    own = {k: v for k, v in values.items() if k not in model_names}
+    return cls(**own, model=model)
 
 
 def _parse_value(kind: Any, text: str) -> Any:
@@ -106,20 +223,41 @@ def _parser_for(kind: Any) -> Callable[[str], Any]:
     return lambda text: _parse_value(kind, text)
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls: type[TrainConfig]) -> None:
-    """One `--flag value` per field (dashes for underscores); unset flags stay None."""
-    hints = typing.get_type_hints(cls)
-    for item in dataclasses.fields(cls):
-        flag = "--" + item.name.replace("_", "-")
-        if item.name == "smoke":
-            parser.add_argument(flag, "--dry-run", action="store_true", default=None)
+def _descriptions(cls: type[TrainConfig]) -> dict[str, str]:
+    found = {f.name: f.metadata.get("help", "") for f in _own_fields(cls)}
+    return {**found, **MODEL_HELP}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v).replace("\n", "\\n") for v in value) or "(empty)"
+    return "none" if value is None else str(value)
+
+
+def add_config_flags(
+    parser: argparse.ArgumentParser, cls: type[TrainConfig], task: str | None = None
+) -> None:
+    """One `--flag value` per setting (dashes for underscores); unset flags stay None. With
+    `task`, each flag's help ends with its default for that task (from its config file if set)."""
+    defaults = config_as_dict(resolve_config(task, None, {})) if task else {}
+    shipped = _file_values(CONFIG_DIR / f"{task}.json") if task else {}
+    descriptions = _descriptions(cls)
+    for name, kind in setting_types(cls).items():
+        flag = "--" + name.replace("_", "-")
+        text = descriptions.get(name, "")
+        if name in defaults and name != "smoke":
+            source = f", from training/configs/{task}.json" if name in shipped else ""
+            text += f" (default: {_shown(defaults[name])}{source})"
+        if name == "smoke":
+            parser.add_argument(flag, "--dry-run", action="store_true", default=None, help=text)
             continue
         parser.add_argument(
             flag,
-            dest=item.name,
+            dest=name,
             default=None,
-            metavar=item.name.upper(),
-            type=_parser_for(hints[item.name]),
+            metavar=name.upper(),
+            type=_parser_for(kind),
+            help=text.replace("%", "%%"),
         )
 
 
@@ -142,52 +280,39 @@ def _check_type(path: Path, name: str, value: Any, kind: Any) -> None:
         raise ValueError(f"{path}: setting {name!r} must be {kind}, got {value!r}")
 
 
+def _file_values(path: Path) -> dict[str, Any]:
+    """A config file's settings, flat; a nested "model" object is read as its fields."""
+    if not path.is_file():
+        return {}
+    values: dict[str, Any] = json.loads(path.read_text())
+    nested = values.pop("model", {})
+    if not isinstance(nested, dict):
+        raise ValueError(f"{path}: setting 'model' must be an object of model settings")
+    twice = sorted(set(nested) & set(values))
+    if twice:
+        raise ValueError(f"{path}: settings {twice} given both flat and inside 'model'")
+    return {**values, **nested}
+
+
 def resolve_config(task: str, config_file: str | None, flags: dict[str, Any]) -> TrainConfig:
     """Defaults <- training/configs/<task>.json (or --config) <- flags."""
     cls = TASK_CONFIGS[task]
     path = Path(config_file) if config_file else CONFIG_DIR / f"{task}.json"
-    values: dict[str, Any] = {}
-    if path.is_file():
-        values.update(json.loads(path.read_text()))
-    elif config_file:
+    if config_file and not path.is_file():
         raise FileNotFoundError(f"config file {config_file} not found")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
+    values = _file_values(path)
+    types = setting_types(cls)
+    unknown = sorted(set(values) - set(types))
     if unknown:
         raise ValueError(f"{path}: unknown settings {unknown}")
-    hints = typing.get_type_hints(cls)
     for name, value in values.items():
-        _check_type(path, name, value, hints[name])
-    values.update({k: v for k, v in flags.items() if v is not None and k in known})
-    for name in ("pooling", "adaptive_cutoffs", "sample_prompts"):
-        if name in values:
-            values[name] = tuple(values[name])
-    config = cls(**values)
+        _check_type(path, name, value, types[name])
+    values.update({k: v for k, v in flags.items() if v is not None and k in types})
+    config = config_from_dict(cls, values)
     config.run_dir = config.run_dir.format(task=task)
     return config
 
 
 def smoke_overrides(config: TrainConfig) -> TrainConfig:
     """A tiny model on a few batches: seconds, for tests and dry runs."""
-    small: dict[str, Any] = {
-        "embed_dim": 16,
-        "hidden_dim": 16,
-        "num_layers": 1,
-        "epochs": 1,
-        "batch_size": 8,
-        "max_train_batches": 4,
-        "max_eval_batches": 2,
-        "warmup_steps": 1,
-        "eval_every": 0,
-    }
-    if isinstance(config, SentimentConfig):
-        small.update(max_vocab=2000, max_length=64, head_tokens=16)
-    if isinstance(config, LanguageModelTrainConfig):
-        small.update(bptt=16, eval_bptt=32, eval_batch_size=4, max_length=256)
-        if config.adaptive_cutoffs:
-            small.update(adaptive_cutoffs=(100, 500))
-    return dataclasses.replace(config, **small)
-
-
-def config_as_dict(config: TrainConfig) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    return dataclasses.replace(config, **config.smoke_settings())

@@ -141,6 +141,21 @@ def download(remote: Remote, cache_dir: Path, *, progress: bool = True) -> Path:
     return target
 
 
+def fetch(corpus_name: str, part: str, cache_dir: Path) -> Path:
+    """`download` one part of a canonical corpus; a failure is one line saying what could not be
+    fetched, from where, and how to train without the network (`--data` with a local copy)."""
+    corpus = CORPORA[corpus_name]
+    try:
+        return download(corpus.remotes[part], cache_dir)
+    except DataError as error:
+        files = ", ".join(corpus.local_files.values())
+        reason = " ".join(str(error).split())  # one line, whatever the error's text held
+        raise DataError(
+            f"could not get the {corpus.name} corpus: {reason}. Without network access, pass "
+            f"--data with a local copy ({files}, or the same names without .gz)"
+        ) from None
+
+
 def open_text(path: Path) -> IO[str]:
     """Open a UTF-8 text file, gzip-compressed or not."""
     if path.suffix == ".gz":

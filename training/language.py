@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from models.architectures import LanguageModel, LanguageModelConfig
-from models.checkpoint import CheckpointConfig
+from models.architectures import LanguageModel, build_model
+from models.checkpoint import Checkpoint, CheckpointConfig
+from models.decoding import SamplingParams, generate_ids, make_generator
 from models.recurrent import State, detach_state
 from models.tokenizers import EOS, UNK, CharTokenizer, Tokenizer, WordTokenizer, fit_word_tokenizer
-from training.config import LanguageModelTrainConfig
-from training.data import CORPORA, DataError, download, read_text, sha256_of
+from training.config import LanguageModelTrainConfig, TrainConfig
+from training.data import CORPORA, DataError, fetch, read_text, sha256_of
+from training.tasks import SAMPLES, Finished
+
+SPLITS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True)
@@ -40,9 +44,8 @@ def _first_existing(directory: Path, names: list[str]) -> Path | None:
 def load_word_splits(config: LanguageModelTrainConfig) -> TextSplits:
     """WikiText-style train/valid/test files; a missing valid file is cut from the end of train."""
     if config.data is None:
-        corpus = CORPORA["wikitext-2"]
-        paths = {s: download(r, Path(config.cache_dir)) for s, r in corpus.remotes.items()}
-        name = corpus.name
+        name = "wikitext-2"
+        paths = {s: fetch(name, s, Path(config.cache_dir)) for s in CORPORA[name].remotes}
     else:
         root = Path(config.data)
         found = {
@@ -69,7 +72,7 @@ def load_char_splits(config: LanguageModelTrainConfig) -> TextSplits:
     just before the test split would also remove the opening of the play the test split
     continues (in Tiny Shakespeare, The Taming of the Shrew starts at 87.7%)."""
     if config.data is None:
-        path = download(CORPORA["tinyshakespeare"].remotes["text"], Path(config.cache_dir))
+        path = fetch("tinyshakespeare", "text", Path(config.cache_dir))
     else:
         root = Path(config.data)
         found = _first_existing(root, ["input.txt"]) if root.is_dir() else root
@@ -132,19 +135,24 @@ class _Objective(nn.Module):
 
 
 class LanguageModelTask:
+    """One run of a language-model task: parallel streams of the training text, cut into
+    windows of `bptt` tokens, the state carried from each window to the next."""
+
     metric = "loss"
     higher_is_better = False
 
     def __init__(
         self,
+        kind: TextTask,
         config: LanguageModelTrainConfig,
         splits: TextSplits,
         tokenizer: Tokenizer,
-        train_ids: torch.Tensor,
-        valid_ids: torch.Tensor,
+        checkpoint_config: CheckpointConfig,
+        ids: dict[str, torch.Tensor],
     ) -> None:
-        self.config, self.splits, self.tokenizer = config, splits, tokenizer
-        self.train_ids, self.valid_ids = train_ids, valid_ids
+        self.kind, self.config, self.splits, self.tokenizer = kind, config, splits, tokenizer
+        self.checkpoint_config = checkpoint_config
+        self.train_ids, self.valid_ids, self.test_ids = ids["train"], ids["valid"], ids["test"]
         self.state: State | None = None
 
     def objective(self, model: nn.Module) -> nn.Module:
@@ -188,6 +196,52 @@ class LanguageModelTask:
             self.config.eval_bptt,
             self.config.max_eval_batches,
         )
+
+    def finish(self, model: nn.Module) -> Finished:
+        """Measure the test split once and sample the card's prompts."""
+        assert isinstance(model, LanguageModel)
+        device = next(model.parameters()).device
+        test = evaluate_ids(
+            model,
+            self.test_ids.to(device),
+            self.config.eval_batch_size,
+            self.config.eval_bptt,
+            self.config.max_eval_batches,
+            self.kind.top_k,
+        )
+        samples = card_samples(
+            model, self.tokenizer, self.config.sample_prompts, self.kind.sample_length,
+            self.config.seed,
+        )  # fmt: skip
+        return Finished(
+            self.checkpoint_config,
+            test,
+            self.splits.name,
+            self.splits.sha256,
+            {"samples": samples} if samples else {},
+        )
+
+
+def card_samples(
+    model: LanguageModel, tokenizer: Tokenizer, prompts: Sequence[str], length: int, seed: int
+) -> list[dict[str, str]]:
+    """A few samples for the card, each prompt with its own seed (seed, seed + 1, ...)."""
+    params = SamplingParams(temperature=0.8, top_k=0, top_p=0.95)
+    joiner = "" if tokenizer.kind == "char" else " "
+    out = []
+    for number, prompt in enumerate(prompts):
+        ids = tokenizer.encode(prompt).ids
+        new = list(generate_ids(model, ids, length, params, make_generator(seed + number)))
+        out.append(
+            {
+                "prompt": prompt,
+                "seed": str(seed + number),
+                "temperature": "0.8",
+                "top_p": "0.95",
+                "text": prompt + joiner + tokenizer.decode(new),
+            }
+        )
+    return out
 
 
 def evaluate_ids(
@@ -234,46 +288,87 @@ def evaluate_ids(
     return metrics
 
 
-def build(
-    task_name: str, config: LanguageModelTrainConfig
-) -> tuple[LanguageModelTask, LanguageModel, CheckpointConfig, torch.Tensor]:
-    """Data, tokenizer (fitted on the training split), model, checkpoint config and test ids."""
-    if task_name == "next-word":
-        splits = load_word_splits(config)
-        word_tokenizer = fit_word_tokenizer(
-            splits.train.splitlines(), "pretokenized", specials=(UNK, EOS)
+def _language_config(config: TrainConfig) -> LanguageModelTrainConfig:
+    if not isinstance(config, LanguageModelTrainConfig):
+        raise TypeError(
+            f"a language-model task needs a LanguageModelTrainConfig, got {type(config).__name__}"
         )
-        tokenizer: Tokenizer = word_tokenizer
-        encode = lambda text: word_ids(word_tokenizer, text)  # noqa: E731
-    else:
-        splits = load_char_splits(config)
-        tokenizer = CharTokenizer.fit(splits.train)
-        encode = lambda text: char_ids(tokenizer, text)  # noqa: E731
-    cutoffs = tuple(c for c in config.adaptive_cutoffs if c < tokenizer.vocab_size - 1)
-    if config.smoke and config.adaptive_cutoffs:
-        cutoffs = (tokenizer.vocab_size // 4, tokenizer.vocab_size // 2)
-    elif cutoffs != config.adaptive_cutoffs:
-        raise ValueError(
-            f"adaptive_cutoffs {config.adaptive_cutoffs} must be below the "
-            f"vocabulary size {tokenizer.vocab_size}"
+    return config
+
+
+def _fit_words(train: str) -> Tokenizer:
+    return fit_word_tokenizer(train.splitlines(), "pretokenized", specials=(UNK, EOS))
+
+
+def _word_ids(tokenizer: Tokenizer, text: str) -> torch.Tensor:
+    if not isinstance(tokenizer, WordTokenizer):
+        raise TypeError(f"next-word reads words; the tokenizer is a {tokenizer.kind} one")
+    return word_ids(tokenizer, text)
+
+
+def _cutoffs(config: LanguageModelTrainConfig, vocab_size: int) -> tuple[int, ...]:
+    """The adaptive softmax cut-offs for this vocabulary: a smoke run's tiny vocabulary gets its
+    own (a quarter and a half of it); otherwise the configured ones, which must fit."""
+    asked: tuple[int, ...] = config.model["adaptive_cutoffs"]
+    if config.smoke and asked:
+        return (vocab_size // 4, vocab_size // 2)
+    if any(c >= vocab_size - 1 for c in asked):
+        raise ValueError(f"adaptive_cutoffs {asked} must be below the vocabulary size {vocab_size}")
+    return asked
+
+
+@dataclass(frozen=True)
+class TextTask:
+    """A language-model task behind the interface in `training.tasks`: `next-word` (words) and
+    `generate` (characters) differ only in the fields below."""
+
+    name: str
+    sample: Path
+    load: Callable[[LanguageModelTrainConfig], TextSplits]
+    fit: Callable[[str], Tokenizer]  # the tokenizer from the training text
+    encode: Callable[[Tokenizer, str], torch.Tensor]  # text -> ids (N,)
+    top_k: tuple[int, ...]  # top-k accuracies the test split reports
+    sample_length: int  # tokens sampled per prompt for the card
+
+    def build(self, config: TrainConfig) -> tuple[LanguageModelTask, nn.Module]:
+        """Data, tokenizer (fitted on the training split), model and checkpoint config."""
+        config = _language_config(config)
+        splits = self.load(config)
+        tokenizer = self.fit(splits.train)
+        vocab_size = tokenizer.vocab_size
+        model_config = config.model_config(
+            vocab_size, adaptive_cutoffs=_cutoffs(config, vocab_size)
         )
-    model_config = LanguageModelConfig(
-        vocab_size=tokenizer.vocab_size,
-        embed_dim=config.embed_dim,
-        hidden_dim=config.hidden_dim,
-        num_layers=config.num_layers,
-        cell=config.cell,
-        dropout=config.dropout,
-        tie_weights=config.tie_weights,
-        adaptive_cutoffs=cutoffs,
-        adaptive_div_value=config.adaptive_div_value,
-    )
-    checkpoint_config = CheckpointConfig(
-        task=task_name,
-        model=model_config,
-        tokenizer=tokenizer.kind,
-        max_length=config.max_length,
-        dtype=config.storage_dtype,
-    )
-    task = LanguageModelTask(config, splits, tokenizer, encode(splits.train), encode(splits.valid))
-    return task, LanguageModel(model_config), checkpoint_config, encode(splits.test)
+        checkpoint_config = CheckpointConfig(
+            task=self.name,
+            model=model_config,
+            tokenizer=tokenizer.kind,
+            max_length=config.max_length,
+            dtype=config.storage_dtype,
+        )
+        encoded = {split: self.encode(tokenizer, getattr(splits, split)) for split in SPLITS}
+        task = LanguageModelTask(self, config, splits, tokenizer, checkpoint_config, encoded)
+        return task, build_model(model_config)
+
+    def evaluate(self, checkpoint: Checkpoint, config: TrainConfig) -> dict[str, float]:
+        config = _language_config(config)
+        if not isinstance(checkpoint.model, LanguageModel):
+            raise TypeError(f"{checkpoint.name}: not a language model")
+        ids = self.encode(checkpoint.tokenizer, self.load(config).test)
+        return evaluate_ids(
+            checkpoint.model,
+            ids,
+            config.eval_batch_size,
+            config.eval_bptt,
+            config.max_eval_batches,
+            self.top_k,
+        )
+
+
+NEXT_WORD = TextTask(
+    "next-word", SAMPLES / "wikitext-2-sample", load_word_splits, _fit_words, _word_ids, (1, 3), 40
+)
+GENERATE = TextTask(
+    "generate", SAMPLES / "tinyshakespeare-sample", load_char_splits, CharTokenizer.fit, char_ids,
+    (), 300,
+)  # fmt: skip

@@ -5,7 +5,6 @@ resumption from the run directory, and DistributedDataParallel under torchrun.""
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
 import os
@@ -23,7 +22,8 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from training.config import TrainConfig
+from models.devices import resolve_device
+from training.config import TrainConfig, config_as_dict
 
 RESUME_FILE = "resume.pt"
 
@@ -63,12 +63,8 @@ class History:
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
-    return device
+    """The device a run trains on (`models.devices.resolve_device`, kept under this name)."""
+    return resolve_device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -255,7 +251,7 @@ class Trainer:
     def _settings(self) -> dict[str, Any]:
         """The settings a resumed run must share (those that change what is trained)."""
         free = {"threads", "device", "run_dir", "export_dir", "cache_dir", "data"}
-        values = dataclasses.asdict(self.config)
+        values = config_as_dict(self.config)  # flat, as runs before the nested config saved it
         return {
             k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if k not in free
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Iterator, Sequence
@@ -11,20 +12,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.architectures import ClassifierConfig, SequenceClassifier
-from models.checkpoint import CheckpointConfig
+from models.architectures import build_model
+from models.checkpoint import Checkpoint, CheckpointConfig
 from models.tokenizers import Tokenizer, WordTokenizer, fit_word_tokenizer, truncate_ids
-from training.config import SentimentConfig
+from training.config import SentimentConfig, TrainConfig
 from training.data import (
-    CORPORA,
     DataError,
     Example,
-    download,
+    fetch,
     read_imdb_archive,
     read_labeled,
     sha256_of,
     split_validation,
 )
+from training.tasks import SAMPLES, Finished
 
 LABELS = ("negative", "positive")
 
@@ -48,7 +49,7 @@ def _find(directory: Path, split: str) -> Path | None:
 def load_data(config: SentimentConfig) -> LabeledData:
     """Local directory with train/test files, or the official archive downloaded and verified."""
     if config.data is None:
-        archive = download(CORPORA["imdb"].remotes["archive"], Path(config.cache_dir))
+        archive = fetch("imdb", "archive", Path(config.cache_dir))
         train_all = read_imdb_archive(archive, "train")
         test = read_imdb_archive(archive, "test")
         name, hashes = "imdb (aclImdb_v1.tar.gz)", {archive.name: sha256_of(archive)}
@@ -106,10 +107,14 @@ class SentimentTask:
     higher_is_better = True
 
     def __init__(
-        self, config: SentimentConfig, data: LabeledData, tokenizer: WordTokenizer
+        self,
+        config: SentimentConfig,
+        data: LabeledData,
+        tokenizer: WordTokenizer,
+        checkpoint_config: CheckpointConfig,
     ) -> None:
         self.config, self.data, self.tokenizer = config, data, tokenizer
-        self.device = torch.device("cpu")
+        self.checkpoint_config = checkpoint_config
         self.train_rows = self._encode(data.train)
         self.valid_rows = self._encode(data.valid)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -152,6 +157,25 @@ class SentimentTask:
     def validate(self, model: nn.Module) -> dict[str, float]:
         return evaluate_rows(
             model, self.valid_rows, self.tokenizer.pad_id or 0, self.config.max_eval_batches
+        )
+
+    def finish(self, model: nn.Module) -> Finished:
+        """Fit the temperature on the validation split (a model trained to a low training loss is
+        over-confident), then measure the test split once with it."""
+        pad = self.tokenizer.pad_id or 0
+        logits, labels = predict_rows(model, self.valid_rows, pad, self.config.max_eval_batches)
+        fitted = calibration(logits, labels)
+        temperature = fitted["temperature"]
+        test: dict[str, float] = {}
+        if self.data.test:
+            rows = self._encode(self.data.test)
+            test = evaluate_rows(model, rows, pad, self.config.max_eval_batches, temperature)
+        return Finished(
+            checkpoint_config=dataclasses.replace(self.checkpoint_config, temperature=temperature),
+            test=test,
+            dataset=self.data.name,
+            dataset_sha256=self.data.sha256,
+            card={"calibration": fitted},
         )
 
 
@@ -232,51 +256,59 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return round(math.exp((low + high) / 2), 4)
 
 
-def build(
-    config: SentimentConfig, data: LabeledData
-) -> tuple[SentimentTask, SequenceClassifier, CheckpointConfig]:
-    """Fit the tokenizer on the training split, build the model and the checkpoint config."""
-    tokenizer = fit_word_tokenizer(
-        (e.text for e in data.train),
-        "text",
-        max_vocab=config.max_vocab,
-        min_frequency=config.min_frequency,
-    )
-    model_config = ClassifierConfig(
-        vocab_size=tokenizer.vocab_size,
-        embed_dim=config.embed_dim,
-        hidden_dim=config.hidden_dim,
-        num_layers=config.num_layers,
-        cell=config.cell,
-        bidirectional=config.bidirectional,
-        dropout=config.dropout,
-        embed_dropout=config.embed_dropout,
-        pooling=config.pooling,
-        pool_embeddings=config.pool_embeddings,
-        padding_id=tokenizer.pad_id or 0,
-    )
-    checkpoint_config = CheckpointConfig(
-        task="sentiment",
-        model=model_config,
-        tokenizer="word",
-        max_length=config.max_length,
-        labels=LABELS,
-        dtype=config.storage_dtype,
-        head_tokens=config.head_tokens,
-    )
-    return (
-        SentimentTask(config, data, tokenizer),
-        SequenceClassifier(model_config),
-        checkpoint_config,
-    )
+def _sentiment_config(config: TrainConfig) -> SentimentConfig:
+    if not isinstance(config, SentimentConfig):
+        raise TypeError(f"the sentiment task needs a SentimentConfig, got {type(config).__name__}")
+    return config
 
 
-def calibrate(task: SentimentTask, model: nn.Module) -> dict[str, float]:
-    """Fit the temperature on the validation split; the figures go into the card."""
-    logits, labels = predict_rows(
-        model, task.valid_rows, task.tokenizer.pad_id or 0, task.config.max_eval_batches
-    )
-    return calibration(logits, labels)
+@dataclass(frozen=True)
+class Sentiment:
+    """The `sentiment` task behind the interface in `training.tasks`."""
+
+    name: str = "sentiment"
+    sample: Path = SAMPLES / "imdb-sample"
+
+    def build(self, config: TrainConfig) -> tuple[SentimentTask, nn.Module]:
+        """Fit the tokenizer on the training split, build the model and the checkpoint config."""
+        config = _sentiment_config(config)
+        data = load_data(config)
+        tokenizer = fit_word_tokenizer(
+            (e.text for e in data.train),
+            "text",
+            max_vocab=config.max_vocab,
+            min_frequency=config.min_frequency,
+        )
+        model_config = config.model_config(
+            tokenizer.vocab_size, padding_id=tokenizer.pad_id or 0, num_classes=len(LABELS)
+        )
+        checkpoint_config = CheckpointConfig(
+            task=self.name,
+            model=model_config,
+            tokenizer=tokenizer.kind,
+            max_length=config.max_length,
+            labels=LABELS,
+            dtype=config.storage_dtype,
+            head_tokens=config.head_tokens,
+        )
+        task = SentimentTask(config, data, tokenizer, checkpoint_config)
+        return task, build_model(model_config)
+
+    def evaluate(self, checkpoint: Checkpoint, config: TrainConfig) -> dict[str, float]:
+        rows = checkpoint_rows(checkpoint, load_data(_sentiment_config(config)).test)
+        return evaluate_rows(
+            checkpoint.model,
+            rows,
+            checkpoint.tokenizer.pad_id or 0,
+            config.max_eval_batches,
+            checkpoint.config.temperature,
+        )
+
+
+def checkpoint_rows(checkpoint: Checkpoint, examples: list[Example]) -> list[tuple[list[int], int]]:
+    """Rows encoded with a checkpoint's tokenizer, cut to its max_length as in training."""
+    config = checkpoint.config
+    return encode_examples(checkpoint.tokenizer, examples, config.max_length, config.head_tokens)
 
 
 def calibration(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -287,13 +319,3 @@ def calibration(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         "validation_loss_before": classification_metrics(logits, labels)["loss"],
         "validation_loss_after": classification_metrics(logits, labels, temperature)["loss"],
     }
-
-
-def test_metrics(task: SentimentTask, model: nn.Module, temperature: float) -> dict[str, float]:
-    """Evaluate once on the test split (after training is over)."""
-    if not task.data.test:
-        return {}
-    rows = task._encode(task.data.test)
-    return evaluate_rows(
-        model, rows, task.tokenizer.pad_id or 0, task.config.max_eval_batches, temperature
-    )

@@ -116,3 +116,19 @@ def test_a_planted_pickle_is_never_loaded(classifier_dir: Path) -> None:
     (classifier_dir / WEIGHTS).write_bytes(b"\x80\x04 pickle instead of safetensors")
     with pytest.raises(ManifestMismatchError):
         load_checkpoint(classifier_dir)
+
+
+def test_version_is_the_start_of_the_weights_sha256(classifier_dir: Path, tmp_path: Path) -> None:
+    loaded = load_checkpoint(classifier_dir)
+    assert loaded.version == sha256_file(classifier_dir / WEIGHTS)[:12]
+    # other weights, other version; the same weights saved again, the same version
+    again = save_checkpoint(
+        tmp_path / "again", loaded.model, loaded.config, loaded.tokenizer, loaded.card
+    )
+    assert load_checkpoint(again).version == loaded.version
+    with torch.no_grad():
+        next(loaded.model.parameters()).add_(1.0)
+    changed = save_checkpoint(
+        tmp_path / "changed", loaded.model, loaded.config, loaded.tokenizer, loaded.card
+    )
+    assert load_checkpoint(changed).version != loaded.version

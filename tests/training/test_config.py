@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from models.architectures import ClassifierConfig
 from training.__main__ import main
 from training.config import (
     CONFIG_DIR,
@@ -18,6 +19,7 @@ from training.config import (
     SentimentConfig,
     TrainConfig,
     add_config_flags,
+    config_as_dict,
     resolve_config,
     smoke_overrides,
 )
@@ -56,7 +58,7 @@ def test_empty_file_and_no_flags_give_the_dataclass_defaults(tmp_path: Path) -> 
 @pytest.mark.parametrize("task", sorted(TASK_CONFIGS))
 def test_the_shipped_task_file_is_the_default(task: str) -> None:
     shipped = json.loads((CONFIG_DIR / f"{task}.json").read_text())
-    config = dataclasses.asdict(resolve(task, []))
+    config = config_as_dict(resolve(task, []))
     assert shipped, "an empty shipped config would make this test vacuous"
     for key, value in shipped.items():
         assert config[key] == (tuple(value) if isinstance(value, list) else value), key
@@ -69,12 +71,12 @@ def test_file_overrides_defaults_and_flags_override_the_file(tmp_path: Path) -> 
     )
     config = resolve("sentiment", ["--hidden-dim", "32", "--lr", "0.5"], path)
     assert isinstance(config, SentimentConfig)
-    assert config.hidden_dim == 32  # flag beats file
+    assert config.model["hidden_dim"] == 32  # flag beats file
     assert config.lr == 0.5  # flag beats default
     assert config.epochs == 3  # file beats default
-    assert config.pooling == ("last",)  # JSON lists become tuples
+    assert config.model["pooling"] == ("last",)  # JSON lists become tuples
     assert config.run_dir == "out/sentiment-x"
-    assert config.embed_dim == SentimentConfig().embed_dim  # untouched default
+    assert config.model["embed_dim"] == ClassifierConfig.embed_dim  # the model's own default
     assert config.smoke is False  # an absent --smoke flag does not override
 
 
@@ -103,12 +105,12 @@ def test_a_missing_config_file_raises(tmp_path: Path) -> None:
 def test_tuple_flags_parse_comma_lists() -> None:
     config = resolve("sentiment", ["--pooling", "max,last"])
     assert isinstance(config, SentimentConfig)
-    assert config.pooling == ("max", "last")
+    assert config.model["pooling"] == ("max", "last")
     argv = ["--adaptive-cutoffs", "100,500,", "--sample-prompts", "ROMEO:,The history of"]
     lm = resolve_lm("next-word", argv)
-    assert lm.adaptive_cutoffs == (100, 500)
+    assert lm.model["adaptive_cutoffs"] == (100, 500)
     assert lm.sample_prompts == ("ROMEO:", "The history of")
-    assert resolve_lm("next-word", ["--adaptive-cutoffs", ""]).adaptive_cutoffs == ()
+    assert resolve_lm("next-word", ["--adaptive-cutoffs", ""]).model["adaptive_cutoffs"] == ()
 
 
 @pytest.mark.parametrize(
@@ -121,8 +123,8 @@ def test_tuple_flags_parse_comma_lists() -> None:
 def test_bool_flags_parse_true_and_false(text: str, expected: bool) -> None:
     config = resolve("sentiment", ["--bidirectional", text, "--pool-embeddings", text])
     assert isinstance(config, SentimentConfig)
-    assert config.bidirectional is expected
-    assert config.pool_embeddings is expected
+    assert config.model["bidirectional"] is expected
+    assert config.model["pool_embeddings"] is expected
 
 
 def test_a_bool_flag_rejects_other_words(capsys: pytest.CaptureFixture[str]) -> None:
@@ -134,7 +136,7 @@ def test_a_bool_flag_rejects_other_words(capsys: pytest.CaptureFixture[str]) -> 
 def test_scalar_and_optional_flags_parse_to_their_types() -> None:
     argv = ["--epochs", "7", "--lr", "1e-3", "--cell", "gru", "--data", "corpus", "--seed", "5"]
     config = resolve("generate", [*argv, "--export-dir", "none"])
-    assert (config.epochs, config.lr, config.cell, config.data, config.seed) == (
+    assert (config.epochs, config.lr, config.model["cell"], config.data, config.seed) == (
         7,
         0.001,
         "gru",
@@ -158,11 +160,14 @@ def test_smoke_overrides_shrink_the_run_and_keep_the_rest() -> None:
     config = resolve_lm("next-word", ["--seed", "3", "--smoke"])
     small = smoke_overrides(config)
     assert isinstance(small, LanguageModelTrainConfig)
-    assert (small.embed_dim, small.hidden_dim, small.num_layers, small.epochs) == (16, 16, 1, 1)
+    model = small.model
+    assert (model["embed_dim"], model["hidden_dim"], model["num_layers"]) == (16, 16, 1)
+    assert small.epochs == 1
     assert (small.max_train_batches, small.max_eval_batches, small.eval_every) == (4, 2, 0)
     assert (small.bptt, small.eval_bptt, small.eval_batch_size) == (16, 32, 4)
-    assert small.adaptive_cutoffs == (100, 500)
-    assert (small.seed, small.cell, small.lr) == (3, config.cell, config.lr)
+    assert model["adaptive_cutoffs"] == (100, 500)
+    assert (small.seed, model["cell"], small.lr) == (3, config.model["cell"], config.lr)
+    assert config.model["hidden_dim"] == 512  # smoke_overrides left the original alone
     assert small.sample_prompts == config.sample_prompts
     sentiment = smoke_overrides(resolve("sentiment", []))
     assert isinstance(sentiment, SentimentConfig)
@@ -170,7 +175,7 @@ def test_smoke_overrides_shrink_the_run_and_keep_the_rest() -> None:
     # no adaptive softmax asked for: none added
     char = smoke_overrides(resolve_lm("generate", []))
     assert isinstance(char, LanguageModelTrainConfig)
-    assert char.adaptive_cutoffs == ()
+    assert char.model["adaptive_cutoffs"] == ()
 
 
 @pytest.mark.parametrize(
@@ -180,8 +185,8 @@ def test_smoke_overrides_shrink_the_run_and_keep_the_rest() -> None:
 def test_the_spelled_out_smoke_flags_match_smoke_overrides(task: str, left_out: set[str]) -> None:
     """SMOKE_FLAGS (used where a test must differ from --smoke) leave out only the epochs and the
     adaptive softmax cut-offs."""
-    spelled = dataclasses.asdict(resolve(task, SMOKE_FLAGS))
-    smoke = dataclasses.asdict(smoke_overrides(resolve(task, [])))
+    spelled = config_as_dict(resolve(task, SMOKE_FLAGS))
+    smoke = config_as_dict(smoke_overrides(resolve(task, [])))
     assert {k for k in spelled if spelled[k] != smoke[k]} == left_out
 
 

@@ -1,0 +1,137 @@
+"""The command line a new user meets: `--smoke` works offline on the shipped samples, a failed
+download is one line naming what, from where and what to do, and `--help` describes every flag."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models.checkpoint import load_checkpoint
+from training import data as data_module
+from training.__main__ import TASKS, main
+from training.config import TASK_CONFIGS, setting_types
+from training.data import Corpus, Remote
+
+from .conftest import FileServer, free_port, sha256_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_NAMES = {
+    "sentiment": "imdb-sample",
+    "next-word": "wikitext-2-sample",
+    "generate": "tinyshakespeare-sample",
+}
+
+
+def _no_network(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("a smoke run without --data must not open a connection")
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_smoke_without_data_trains_offline_on_the_shipped_sample(
+    task: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(urllib.request, "urlopen", _no_network)
+    export = tmp_path / "checkpoint"
+    argv = [task, "--smoke", "--run-dir", str(tmp_path / "run"), "--export-dir", str(export)]
+    argv += ["--cache-dir", str(tmp_path / "cache")]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(argv) == 0
+    sample = TASKS[task].sample
+    assert sample.name == SAMPLE_NAMES[task]
+    assert f"--smoke without --data: training on the sample shipped in {sample}" in out.getvalue()
+    card = load_checkpoint(export).card
+    # a character corpus is named by its file, the others by their directory
+    assert card["dataset"]["name"] == ("input.txt" if task == "generate" else sample.name)
+    assert card["config"]["data"] == str(sample)
+    assert card["metrics"]["test"]  # the sample has a test split, and it was measured
+    assert not (tmp_path / "cache").exists()  # nothing was downloaded
+
+
+def test_the_samples_are_small_real_text_with_their_provenance() -> None:
+    samples = Path(TASKS["sentiment"].sample).parent
+    readme = (samples / "README.md").read_text()
+    for kind in TASKS.values():
+        files = [p for p in kind.sample.rglob("*") if p.is_file()]
+        assert files, kind.name
+        assert sum(p.stat().st_size for p in files) < 16_000, kind.name  # a few KB each
+        assert kind.sample.name in readme
+    reviews = (TASKS["sentiment"].sample / "train.jsonl").read_text().splitlines()
+    labels = [json.loads(line)["label"] for line in reviews]
+    assert labels.count(0) == labels.count(1) == 20
+
+
+@pytest.mark.parametrize("where", ["closed port", "http 404"])
+def test_a_failed_download_is_one_line_and_a_non_zero_exit(
+    where: str,
+    file_server: FileServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    if where == "closed port":
+        url = f"http://127.0.0.1:{free_port()}/aclImdb_v1.tar.gz"
+    else:
+        url = file_server.url("/missing/aclImdb_v1.tar.gz")
+    corpus = Corpus("imdb", {"archive": Remote(url, sha256_bytes(b""))}, {"train": "train.jsonl"})
+    monkeypatch.setitem(data_module.CORPORA, "imdb", corpus)
+    argv = ["sentiment", "--cache-dir", str(tmp_path / "cache"), "--run-dir", str(tmp_path / "r")]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    line = lines[0]
+    assert line.startswith("python -m training sentiment: could not get the imdb corpus: ")
+    assert f"download of {url} failed" in line
+    assert ("HTTP Error 404" in line) == (where == "http 404")
+    assert line.endswith(
+        "pass --data with a local copy (train.jsonl, or the same names without .gz)"
+    )
+    assert "Traceback" not in captured.err + captured.out
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_the_command_exits_non_zero_with_no_traceback(tmp_path: Path) -> None:
+    """The real process: data that cannot be read ends in one line on stderr and exit status 1."""
+    done = subprocess.run(
+        [sys.executable, "-m", "training", "generate", "--data", str(tmp_path / "nothing")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"python -m training generate: {tmp_path / 'nothing'}: no input.txt (optionally .gz) found"
+    ]
+
+
+@pytest.mark.parametrize("task", sorted(TASK_CONFIGS))
+def test_help_describes_every_flag_with_its_default(
+    task: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([task, "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines; compare words
+    shipped = json.loads((ROOT / "training" / "configs" / f"{task}.json").read_text())
+    for name in setting_types(TASK_CONFIGS[task]):
+        flag = "--" + name.replace("_", "-")
+        if name == "smoke":
+            assert "--smoke, --dry-run a tiny model on a few batches, in seconds;" in text
+            continue
+        after = text.split(f"{flag} {name.upper()} ", 1)[1]
+        description = after.split(" --", 1)[0]
+        assert "(default: " in description and len(description) > 25, (flag, description)
+    hidden = str(shipped["hidden_dim"])
+    assert f"(default: {hidden}, from training/configs/{task}.json)" in text
+    cache = "--cache-dir CACHE_DIR where downloads are kept, verified (default: .cache/lstm-serve)"
+    assert cache in text
