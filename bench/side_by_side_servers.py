@@ -24,7 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-TORCHSERVE_VENV = BENCH.parent / ".bench" / "torchserve-venv"
+# as bench/setup_torchserve.sh reads it
+TORCHSERVE_VENV = Path(
+    os.environ.get("TORCHSERVE_VENV", BENCH.parent / ".bench" / "torchserve-venv")
+)
 TCMALLOC = next((str(p) for p in sorted(Path("/usr/lib").glob("*/libtcmalloc_minimal.so.4"))), "")
 READY_TIMEOUT_S = 180.0  # a loaded machine takes long to import torch in several processes
 
@@ -39,14 +42,14 @@ class Options:
 
 @dataclass(frozen=True)
 class Target:
-    """Where a started server answers sentiment requests, and the PIDs of its processes."""
+    """Where a started server answers sentiment requests."""
 
     url: str
-    pids: tuple[int, ...] = ()
 
 
 class StartError(RuntimeError):
-    """A server did not come up; the message names it and ends with its log's last lines."""
+    """A server did not come up (the message ends with its log's last lines) or did not answer
+    as the others do."""
 
 
 def one_thread_env(project: Path, **extra: str) -> dict[str, str]:
@@ -154,7 +157,7 @@ def lstm_serve(options: Options) -> Iterator[Target]:
     with process_group(command, env, options.project, log) as process:
         ready = lambda: http_get(f"{base}/health/ready")[0] == 200  # noqa: E731
         wait_until(ready, "lstm-serve", log, lambda: process.poll() is None)
-        yield Target(f"{base}/sentiment", (process.pid,))
+        yield Target(f"{base}/sentiment")
 
 
 @contextmanager
@@ -178,7 +181,7 @@ def naive(options: Options) -> Iterator[Target]:
             return len(seen) == options.workers
 
         wait_until(ready, "naive", log, lambda: process.poll() is None)
-        yield Target(f"{base}/sentiment", (process.pid,))
+        yield Target(f"{base}/sentiment")
 
 
 # TorchServe's frontend: batches of up to 32 within 5 ms, `workers` Python workers; gRPC and
@@ -280,7 +283,7 @@ def torchserve(options: Options) -> Iterator[Target]:
 
             ts_log = home / "logs" / "ts_log.log"
             wait_until(ready, "TorchServe", ts_log, lambda: alive(frontend))
-            yield Target(f"http://127.0.0.1:{options.port}/predictions/sentiment", (frontend,))
+            yield Target(f"http://127.0.0.1:{options.port}/predictions/sentiment")
         finally:
             if frontend:
                 stop_pid(frontend)
