@@ -1,5 +1,5 @@
-"""Pure decoding functions: top-k next tokens, seeded sampling (temperature, top-k, top-p), stop
-sequences, and incremental generation that carries the recurrent state."""
+"""Pure decoding functions: seeded sampling (temperature, top-k, top-p) and incremental generation
+that carries the recurrent state."""
 
 from __future__ import annotations
 
@@ -29,13 +29,6 @@ class SamplingParams:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
-def top_k_next(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits (..., V) -> (probabilities (..., k), token ids (..., k)), most likely first."""
-    probs = torch.softmax(logits.float(), dim=-1)
-    values, ids = probs.topk(min(k, probs.shape[-1]), dim=-1)
-    return values, ids
-
-
 # Below this temperature, sampling is greedy: logits divided by it leave float range (1e-40 made
 # every probability NaN, and the draw fell through to the last token), and the distribution is
 # already one token, short of ties closer than 1e-6 in logit.
@@ -48,15 +41,17 @@ def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     scaled = torch.nan_to_num(logits.double(), nan=float("-inf"))
     scaled = scaled / max(params.temperature, MIN_TEMPERATURE)
     if 0 < params.top_k < scaled.shape[-1]:
-        threshold = scaled.topk(params.top_k).values[-1]
+        threshold = scaled.topk(params.top_k).values[-1]  # the k-th largest logit
+        # ties with the k-th are kept: which of equal tokens to drop would be arbitrary
         scaled = scaled.masked_fill(scaled < threshold, float("-inf"))
     if params.top_p < 1.0:
-        sorted_logits, order = scaled.sort(descending=True)
-        probs = torch.softmax(sorted_logits, dim=-1)
+        sorted_logits, order = scaled.sort(descending=True)  # (V,), most likely first
+        probs = torch.softmax(sorted_logits, dim=-1)  # (V,)
         # drop a token once the mass before it already reaches top_p; the first always stays
         # (a top_p below the float resolution would otherwise drop every token)
         drop_sorted = (probs.cumsum(-1) - probs) >= params.top_p
         drop_sorted[0] = False
+        # scatter maps the mask from sorted positions back to token ids
         scaled = scaled.masked_fill(drop_sorted.scatter(0, order, drop_sorted), float("-inf"))
     return scaled
 
@@ -76,8 +71,10 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
     filtered = filter_logits(logits, params)
     if not bool((filtered > float("-inf")).any()):
         return _greedy(logits)
-    probs = torch.softmax(filtered, dim=-1).cpu()
-    cumulative = probs.cumsum(0)
+    probs = torch.softmax(filtered, dim=-1).cpu()  # (V,), masked tokens exactly 0
+    cumulative = probs.cumsum(0)  # (V,)
+    # inverse-CDF sampling: token i owns [cumulative[i-1], cumulative[i]); scaling the draw by
+    # the total keeps it inside the buckets when rounding leaves the sum a little off 1
     draw = torch.rand((), generator=generator, dtype=torch.float64) * cumulative[-1]
     index = int(torch.searchsorted(cumulative, draw.reshape(1), right=True))
     # float rounding can put the draw past the last non-zero bucket; step back to one that has mass
@@ -87,16 +84,9 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
     return index
 
 
-def find_stop(text: str, stops: Sequence[str], search_from: int = 0) -> int:
-    """Index where the earliest stop sequence begins in `text`, or -1 if none occurs."""
-    hits = [text.find(stop, search_from) for stop in stops if stop]
-    hits = [hit for hit in hits if hit >= 0]
-    return min(hits) if hits else -1
-
-
-def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
-    """A generator used by one request only (sampling runs on the CPU)."""
-    del device  # draws are taken on the CPU so a seed gives the same text on any device
+def make_generator(seed: int) -> torch.Generator:
+    """A generator used by one request only. A CPU one whatever the model's device: draws are
+    taken on the CPU, so a seed gives the same text on any device."""
     generator = torch.Generator()
     generator.manual_seed(seed)
     return generator
@@ -109,7 +99,7 @@ def prefill(
     """Read prompt ids; return the logits for the next token (V,) and the state after the prompt."""
     device = next(model.parameters()).device
     tokens = torch.tensor([list(ids)], dtype=torch.long, device=device)  # (1, T)
-    logits, new_state = model.next_logits(tokens, state)
+    logits, new_state = model.next_logits(tokens, state)  # (1, V)
     return logits[0], new_state
 
 
@@ -124,11 +114,12 @@ def generate_ids(
     """Yield sampled token ids one at a time; each step feeds one token and carries the state."""
     if not prompt_ids:
         raise ValueError("prompt_ids must hold at least one token")
-    logits, state = prefill(model, prompt_ids)
+    logits, state = prefill(model, prompt_ids)  # (V,)
     device = logits.device
     for _ in range(max_new_tokens):
         token = sample_next(logits, params, generator)
         yield token
+        # one new token and the carried state: a step costs the same at any text length
         step = torch.tensor([[token]], dtype=torch.long, device=device)  # (1, 1)
-        step_logits, state = model(step, state)
-        logits = step_logits[0, -1]
+        step_logits, state = model(step, state)  # (1, 1, V)
+        logits = step_logits[0, -1]  # (V,)

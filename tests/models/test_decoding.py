@@ -1,4 +1,4 @@
-"""Decoding: seeds reproduce text, filters keep exactly the allowed tokens, stops are found."""
+"""Decoding: seeds reproduce text, filters keep exactly the allowed tokens."""
 
 from __future__ import annotations
 
@@ -12,11 +12,9 @@ from models.decoding import (
     MIN_TEMPERATURE,
     SamplingParams,
     filter_logits,
-    find_stop,
     generate_ids,
     make_generator,
     sample_next,
-    top_k_next,
 )
 
 
@@ -43,12 +41,6 @@ def test_greedy_generation_matches_argmax_of_a_full_pass() -> None:
     assert ids == sequence[2:]
 
 
-def test_top_k_next_orders_probabilities() -> None:
-    probs, ids = top_k_next(torch.tensor([0.0, 3.0, 1.0, 2.0]), 3)
-    assert ids.tolist() == [1, 3, 2]
-    assert probs[0] > probs[1] > probs[2]
-
-
 def test_top_k_and_top_p_keep_exactly_the_allowed_tokens() -> None:
     logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
     kept = lambda p: torch.isfinite(filter_logits(logits, p)).nonzero().flatten().tolist()  # noqa: E731
@@ -71,11 +63,6 @@ def test_samples_only_from_the_nucleus() -> None:
 def test_sampling_params_reject_out_of_range(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         SamplingParams(**bad)  # type: ignore[arg-type]
-
-
-def test_find_stop_returns_earliest() -> None:
-    assert find_stop("abc\n\nROMEO:", ["ROMEO", "\n\n"]) == 3
-    assert find_stop("abc", ["x", ""]) == -1
 
 
 def _nucleus_ok(logits: torch.Tensor, params: SamplingParams, token: int) -> bool:
