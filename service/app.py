@@ -71,7 +71,14 @@ def create_app(
             loading.cancel()
             await asyncio.to_thread(engine.stop)
 
-    app = FastAPI(title="lstm-serve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(  # /docs and /redoc are served from the package (service/api/playground.py)
+        title="lstm-serve",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.service = state
     errors.install(app)
     for router in (health.router, predict.router, generate.router, playground.router):
