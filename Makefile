@@ -9,6 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_BUILD ?= auto
 TORCH_INDEX_URL ?=
 STAMP := $(VENV)/.installed-$(shell echo "$(TORCH_SPEC)-$(TORCH_BUILD)-$(TORCH_INDEX_URL)" | tr -c 'a-zA-Z0-9.\n' _)
+DEV_STAMP := $(STAMP)-dev
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
@@ -19,10 +20,15 @@ $(STAMP): pyproject.toml scripts/torch_install.py
 		{ echo "lstm-serve needs Python 3.11 or newer; run e.g. make $(MAKECMDGOALS) PYTHON=python3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python scripts/torch_install.py --spec "$(TORCH_SPEC)" --build "$(TORCH_BUILD)" --index-url "$(TORCH_INDEX_URL)"
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+# make serve needs only the above; the tests, the linters and training's plots need the dev tools
+$(DEV_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
-install: $(STAMP)
+install: $(DEV_STAMP)
 
 # tcmalloc when the system has it (Debian: libtcmalloc-minimal4): memory stays flat under mixed load
 TCMALLOC ?= $(firstword $(wildcard /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4))
@@ -30,20 +36,20 @@ TCMALLOC ?= $(firstword $(wildcard /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib/
 serve: $(STAMP)
 	$(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC) )$(BIN)/python -m service --host $(HOST) --port $(PORT)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(DEV_STAMP)
 	$(BIN)/python -m pytest -m "not browser"
 
 test: lint typecheck unit
 
 # The playground page in headless Chromium against a real server; installs Chromium if missing.
-test-browser: $(STAMP)
+test-browser: $(DEV_STAMP)
 	bash scripts/install-browser.sh
 	$(BIN)/python -m pytest tests/browser -m browser -p no:cacheprovider
 
@@ -55,7 +61,7 @@ test-docker:
 test-replicas:
 	bash scripts/test-replicas.sh
 
-format: $(STAMP)
+format: $(DEV_STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
