@@ -15,7 +15,16 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then pip install "$TORCH_SPEC" --index-url "$T
 COPY pyproject.toml README.md /src/
 COPY models /src/models
 COPY service /src/service
-RUN pip install /src && rm -rf /src
+# The service never reads torch's C++ headers (62 MB), its test programs (torch/test, torch/bin:
+# 133 MB) or pip and setuptools (25 MB): removed in this stage, they never reach the image.
+RUN pip install /src && rm -rf /src \
+ && site=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
+ && rm -rf "$site/torch/include" "$site/torch/test" "$site/torch/bin" \
+ && pip uninstall --yes --quiet pip setuptools
+# The checkpoints readable by the service's user whatever the modes of the checkout; done here
+# so that the image holds them once, in the one COPY of the final stage.
+COPY artifacts /app/artifacts
+RUN chmod -R a+rX,go-w /app/artifacts
 
 FROM ${PYTHON_IMAGE}
 # tcmalloc: under mixed traffic glibc's allocator kept growing the heap (bench/soak.py); tcmalloc
@@ -27,8 +36,7 @@ RUN apt-get update \
  && ln -s "$(find /usr/lib -name libtcmalloc_minimal.so.4 | head -n 1)" /usr/local/lib/libtcmalloc_minimal.so.4
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin lstm
 COPY --from=build /opt/venv /opt/venv
-COPY artifacts /app/artifacts
-RUN chmod -R a+rX /app/artifacts
+COPY --from=build /app/artifacts /app/artifacts
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -2,14 +2,23 @@
 # End-to-end test of the container: build the image, `docker compose up --wait`, call every
 # endpoint on the published port, check the user is not root, stop within the grace period,
 # then remove what was created. Prints build time, image size and time to healthy.
+# It runs beside a `docker compose up` of the same checkout without touching it: its own compose
+# project, its own image tag and a free host port; it removes only that project and that image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-project=lstm-serve-e2e
+project=lstm-serve-e2e-$$
+export LSTM_SERVE_IMAGE_TAG=e2e-$$
+LSTM_SERVE_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export LSTM_SERVE_PORT
 compose=(docker compose -p "$project")
-base=http://127.0.0.1:8000
+base=http://127.0.0.1:$LSTM_SERVE_PORT
 fail() { echo "FAIL: $*" >&2; exit 1; }
-cleanup() { "${compose[@]}" down --rmi local --volumes --timeout 30 >/dev/null 2>&1 || true; }
+cleanup() {
+  "${compose[@]}" down --volumes --timeout 30 >/dev/null 2>&1 || true
+  docker image rm "lstm-serve:$LSTM_SERVE_IMAGE_TAG" >/dev/null 2>&1 || true
+}
 trap cleanup EXIT
+echo "project $project, image lstm-serve:$LSTM_SERVE_IMAGE_TAG, port $LSTM_SERVE_PORT"
 
 started=$(date +%s.%N)
 "${compose[@]}" build --quiet api
@@ -46,11 +55,24 @@ uid=$("${compose[@]}" exec -T api id -u)
 [ "$uid" != 0 ] || fail "the container runs as root"; echo "ok  runs as uid $uid"
 "${compose[@]}" exec -T api grep -q libtcmalloc /proc/1/maps || fail "tcmalloc is not loaded"
 echo "ok  tcmalloc loaded"
+shm_mb=$("${compose[@]}" exec -T api df -m --output=size /dev/shm | tail -n1 | tr -d ' ')
+[ "$shm_mb" -ge 512 ] || fail "/dev/shm is $shm_mb MB; the engine workers need shm_size 512m"
+echo "ok  /dev/shm $shm_mb MB"
+owner=$("${compose[@]}" exec -T api stat -c '%U %a' /app/artifacts/sentiment/model.safetensors)
+[ "$owner" = "root 644" ] || fail "a checkpoint file is '$owner', expected root-owned 644"
+echo "ok  checkpoints root-owned and world-readable"
 page=$(curl -sS -f $base/) || fail "the playground page"
 grep -q '<title>' <<<"$page" || fail "the playground page"; echo "ok  GET / (playground)"
 
 image=$("${compose[@]}" images -q api | head -n1)
 size=$(docker image inspect "$image" --format '{{.Size}}')
+# the checkpoints are one layer: no RUN in the final stage rewrites them (a chmod -R there
+# copied all 56 MB into a second layer)
+own_layers=$(docker history --no-trunc --format '{{.CreatedBy}}' "$image" | sed '/useradd/q')
+if grep -q 'chmod' <<<"$own_layers"; then
+  fail "a layer of the image runs chmod: $(docker history --format '{{.Size}} {{.CreatedBy}}' "$image")"
+fi
+echo "ok  no chmod layer"
 # SIGTERM while a long generation is in flight: it must still complete with 200
 inflight=$(mktemp)
 curl -sS -o "$inflight" -w '%{http_code}' -H 'content-type: application/json' \
