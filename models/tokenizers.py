@@ -100,9 +100,12 @@ class WordTokenizer:
     def encode(self, text: str) -> Encoding:
         # no <eos> or other specials added: callers decide where a text ends
         encoded = self._tokenizer.encode(_valid_unicode(text), add_special_tokens=False)
+        # offsets index the text as given (the normalizer tracks them), so callers can point
+        # back at each token's characters, e.g. for per-token explanations
         return Encoding(list(encoded.ids), [tuple(o) for o in encoded.offsets])  # type: ignore[misc]
 
     def decode(self, ids: Sequence[int]) -> str:
+        # space-joined tokens: exact for pre-tokenized corpora, an approximation of raw text
         return " ".join(self.id_to_token(i) for i in ids)
 
     def id_to_token(self, token_id: int) -> str:
@@ -128,11 +131,15 @@ def new_word_pipeline(style: str) -> HFTokenizer:
     - "pretokenized": corpora already split on spaces (WikiText, PTB): split on whitespace only,
       so the vocabulary is exactly the corpus's own.
     """
+    # a placeholder vocabulary: fit_word_tokenizer installs the real one
     tokenizer = HFTokenizer(WordLevel(vocab={UNK: 0}, unk_token=UNK))
     if style == "text":
+        # NFKC folds look-alike characters (full-width letters, ligatures) into one spelling;
+        # IMDB's "<br />" line breaks become spaces, not words; lower case: "Great" is "great"
         tokenizer.normalizer = normalizers.Sequence(
             [normalizers.NFKC(), normalizers.Replace("<br />", "  "), normalizers.Lowercase()]
         )
+        # whitespace first, then words and single punctuation marks within each piece
         tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
             [
                 pre_tokenizers.WhitespaceSplit(),
@@ -159,6 +166,7 @@ def fit_word_tokenizer(
     pipeline = new_word_pipeline(style)
     counts: Counter[str] = Counter()
     for text in texts:
+        # the very normalizer and pre-tokenizer encode() will run, so fitted words are found
         if pipeline.normalizer is not None:
             text = pipeline.normalizer.normalize_str(text)
         counts.update(word for word, _ in pipeline.pre_tokenizer.pre_tokenize_str(text))
@@ -167,7 +175,7 @@ def fit_word_tokenizer(
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     for word, count in ranked:
         if count < min_frequency or (max_vocab and len(vocab) >= max_vocab):
-            break
+            break  # ranked by count: no word after this one would qualify either
         vocab.setdefault(word, len(vocab))
     pipeline.model = WordLevel(vocab=vocab, unk_token=UNK)
     return WordTokenizer(pipeline)
