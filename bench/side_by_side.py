@@ -150,8 +150,12 @@ def ratio(numerator: float, denominator: float) -> str:
 
 
 def report(
-    results: dict[str, dict[int, Measure]], labels: dict[str, list[str]], args: argparse.Namespace
+    results: dict[str, dict[int, Measure]],
+    labels: dict[str, list[str]],
+    args: argparse.Namespace,
+    load_before: float = 0.0,
 ) -> str:
+    """The Markdown report; `load_before` is the 1-minute load average before any server ran."""
     lines = [
         "| server | connections | req/s (2xx) | p50 ms | p99 ms | refused | socket errors |",
         "|---|---|---|---|---|---|---|",
@@ -177,14 +181,18 @@ def report(
                 f"| {connections} | {ratio(m.served_rps, theirs.served_rps)} | "
                 f"{ratio(m.p50_ms, theirs.p50_ms)} | {ratio(m.p99_ms, theirs.p99_ms)} |"
             )
-    answers = {tuple(answer) for answer in labels.values()}
-    agreement = "the same" if len(answers) == 1 else "DIFFERENT (not the same model?)"
-    lines += ["", f"Labels of the first {CHECKED} reviews, asked before the load: {agreement}."]
-    load = "load average at the end {:.2f}, {:.2f}, {:.2f}".format(*os.getloadavg())
+    if len(labels) > 1:
+        same = len({tuple(answer) for answer in labels.values()}) == 1
+        agreement = "the same" if same else "DIFFERENT (not the same model?)"
+        lines += ["", f"Labels of the first {CHECKED} reviews, asked before the load: {agreement}."]
+    cores = os.cpu_count() or 1
+    load = f"1-minute load average {load_before:.2f} before the run, {os.getloadavg()[0]:.2f} after"
+    if load_before > cores / 2:
+        lines[:0] = [f"**The machine was busy before the run ({load}): not representative.**", ""]
     lines += [
         "",
         f"{len(args.texts):,} IMDB test reviews, `wrk -t1`, closed loop, {args.duration:g} s after "
-        f"{args.warmup:g} s warm-up per connection count; {os.cpu_count()} cores; {load}. "
+        f"{args.warmup:g} s warm-up per connection count; {cores} cores; {load}. "
         "req/s counts answers that were not refused; p50 and p99 are of every answer, "
         "refusals included (wrk times them all).",
     ]
@@ -223,6 +231,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    load_before = os.getloadavg()[0]
     results: dict[str, dict[int, Measure]] = {}
     labels: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="side-by-side-") as temp:
@@ -238,7 +247,7 @@ def main() -> int:
                 print(f"{error}\n(skipped; server logs in {logs})", file=sys.stderr)
             except subprocess.CalledProcessError as error:
                 print(f"{name}: wrk failed: {error.stdout}{error.stderr}(skipped)", file=sys.stderr)
-    text = report(results, labels, args)
+    text = report(results, labels, args, load_before)
     print(text)
     if args.out:
         args.out.write_text(text)

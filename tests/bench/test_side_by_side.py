@@ -95,6 +95,14 @@ def test_report_gives_ratios_against_each_other_server() -> None:
     assert "| 64 | 1.50 | 0.67 | 0.75 |" in torchserve_table
     assert "| 64 | 2.00 | 0.50 | 0.38 |" in text.split("lstm-serve / naive FastAPI")[1]
     assert "asked before the load: the same." in text
+    assert "busy" not in text
+
+
+def test_report_warns_when_the_machine_was_busy_before_the_run() -> None:
+    args = Namespace(texts=[], duration=1, warmup=0)
+    results = {"naive": {1: measure(1, 1, 1)}}
+    busy = side_by_side.report(results, {}, args, load_before=(os.cpu_count() or 1) + 1.0)
+    assert busy.startswith("**The machine was busy before the run")
 
 
 def test_report_says_when_servers_disagree() -> None:
