@@ -1,7 +1,7 @@
 """lstm-serve beside TorchServe 0.12 and a naive FastAPI server, on the same sentiment inputs and
 the same closed-loop load, in one run.
 
-    .venv/bin/python bench/side_by_side.py --data ../shared/data            # about 5 minutes
+    .venv/bin/python bench/side_by_side.py --data ../shared/data            # 4-6 minutes
     .venv/bin/python bench/side_by_side.py --data ../shared/data --quick    # a smoke check
 
 Every server serves the shipped `sentiment` checkpoint through the project's own tokeniser and
