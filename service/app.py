@@ -1,13 +1,18 @@
-"""The application factory: settings in, a FastAPI app out. Its lifespan starts the inference
-thread and loads every checkpoint in the background; readiness turns true once all are warm."""
+"""The application factory: settings in, a FastAPI app out. Its lifespan reads every checkpoint
+and starts the engines in the background; readiness turns true once every model is warm."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import os
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
+import torch
 from fastapi import FastAPI
 
 from service.api import errors, generate, health, playground, predict
@@ -15,9 +20,9 @@ from service.api.cors import EnvelopeCORSMiddleware
 from service.api.deps import ServiceState
 from service.api.middleware import RequestMiddleware
 from service.api.shedding import LoadShedding
-from service.engine import Engine
+from service.engine import EngineClient, EngineSettings, EngineSpec
 from service.metrics import Metrics
-from service.registry import Registry, StartupError, public_reason
+from service.registry import Registry, StartupError, public_reason, resolve_device
 from service.settings import Settings
 
 logger = logging.getLogger("lstm_serve")
@@ -26,12 +31,59 @@ DESCRIPTION = """Sentiment, next-word suggestions and text generation from recur
 RNN) models. Every error uses one envelope: `{"error", "error_type", "request_id", "details"}`."""
 
 
-async def _load(state: ServiceState, on_fatal: Callable[[str], None] | None) -> None:
+def engine_count(settings: Settings, device: torch.device) -> int:
+    """LSTM_SERVE_ENGINES resolved: one engine per GPU on CUDA, one per usable core on the CPU."""
+    if settings.engines != "auto":
+        return int(settings.engines)
+    if device.type == "cuda":
+        return 1 if device.index is not None else max(1, torch.cuda.device_count())
+    return usable_cores()
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity, capped by a cgroup v2 quota (a container
+    limited to 2 CPUs on a 64-core host gets 2 engines, not 64)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     try:
-        await state.engine.call(state.registry.load_all)
-        state.metrics.models_loaded.set(len(state.registry.models))
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores or 1, max(1, math.floor(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores or 1)
+
+
+async def _load(state: ServiceState, on_fatal: Callable[[str], None] | None) -> None:
+    """Read the checkpoints, start the engines (each warms every model up), then turn ready."""
+    started = time.perf_counter()
+    settings, registry = state.settings, state.registry
+    try:
+        device = resolve_device(settings.device)
+        count = engine_count(settings, device)
+        checkpoints = await asyncio.to_thread(registry.load_all, count > 0 and device.type == "cpu")
+        if not checkpoints or (registry.failures and not settings.allow_partial):
+            registry.finish({}, 0.0)  # raises StartupError
+        state.engine.settings.engines = count
+        spec = EngineSpec(
+            index=0,
+            checkpoints=checkpoints,
+            device=str(registry.device),
+            dtype=registry.dtype,
+            threads=settings.torch_threads,
+            max_batch_size=settings.max_batch_size,
+            max_wait_s=settings.max_wait_ms / 1000,
+            max_active_generations=settings.max_active_generations,
+            cache_bytes=settings.cache_mb * 2**20,
+        )
+        failures = await state.engine.start(spec)
+        registry.finish(failures, time.perf_counter() - started)
+        state.metrics.models_loaded.set(len(registry.models))
         logger.info(
-            "ready: %d models in %.2f s", len(state.registry.models), state.registry.load_seconds
+            "ready: %d models on %d engine%s in %.2f s",
+            len(registry.models),
+            len(state.engine.engines),
+            "" if len(state.engine.engines) == 1 else "s",
+            registry.load_seconds,
         )
     except StartupError as error:
         state.failed = str(error)
@@ -39,9 +91,9 @@ async def _load(state: ServiceState, on_fatal: Callable[[str], None] | None) -> 
     except Exception as error:  # an unexpected error outside any one checkpoint: fail, never hang
         # clients read this (503 bodies); directories of this machine and the traceback go to the
         # log only
-        state.failed = f"startup failed: {public_reason(error, state.settings.artifacts_dir)}"
+        state.failed = f"startup failed: {public_reason(error, settings.artifacts_dir)}"
         logger.exception("startup failed")
-    state.registry.startup_error = state.failed
+    registry.startup_error = state.failed
     if state.failed and on_fatal is not None:
         on_fatal(state.failed)
 
@@ -52,24 +104,25 @@ def create_app(
     """Build the app; `on_fatal` is called when a required checkpoint fails to load."""
     settings = settings or Settings()
     metrics = Metrics()
-    engine = Engine(
-        threads=settings.torch_threads,
-        max_batch_size=settings.max_batch_size,
-        max_wait_s=settings.max_wait_ms / 1000,
-        max_queue=settings.max_queue,
+    engine = EngineClient(
+        EngineSettings(
+            engines=0 if settings.engines == "auto" else int(settings.engines),  # set at start
+            max_batch_size=settings.max_batch_size,
+            max_queue=settings.max_queue,
+            max_active_generations=settings.max_active_generations,
+        ),
         observer=metrics,
     )
-    state = ServiceState(settings, engine, Registry(settings, engine), metrics)
+    state = ServiceState(settings, engine, Registry(settings), metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine.start()
         loading = asyncio.create_task(_load(state, on_fatal))
         try:
             yield
         finally:
             loading.cancel()
-            await asyncio.to_thread(engine.stop)
+            await engine.stop()
 
     app = FastAPI(  # /docs and /redoc are served from the package (service/api/playground.py)
         title="lstm-serve",

@@ -29,20 +29,31 @@ class ModelNotFound(ServiceError):
     """No model of that name is configured."""
 
 
-class ModelUnavailable(ServiceError):
-    """The model is configured but failed to load."""
-
-
-class NotReady(ServiceError):
-    """Models are still loading."""
-
-
 class Overloaded(ServiceError):
     """The queue is full; the client should retry after `retry_after` seconds."""
 
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ModelUnavailable(Overloaded):
+    """The model is configured but failed to load (503 with Retry-After: a restart may fix it)."""
+
+    def __init__(self, message: str, retry_after: int = 30) -> None:
+        super().__init__(message, retry_after)
+
+
+class NotReady(ServiceError):
+    """Models are still loading."""
+
+
+class EngineFailed(Overloaded):
+    """The engine process computing the request stopped, or none is running while one restarts;
+    retrying is safe (the model routes change nothing)."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message, retry_after)
 
 
 class DeadlineExceeded(ServiceError):
@@ -134,6 +145,7 @@ ERROR_TABLE: dict[type[ServiceError], ErrorKind] = {
         "overloaded",
         "The queue is full, or the server is at its connection limit (with Retry-After).",
     ),
+    EngineFailed: ErrorKind(503, "engine_unavailable"),
     DeadlineExceeded: ErrorKind(
         504,
         "deadline_exceeded",

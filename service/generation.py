@@ -5,7 +5,9 @@ same text alone or inside a busy batch."""
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +36,7 @@ class TokenEvent:
 class FinishEvent:
     text: str
     tokens: int
-    finish_reason: str  # length | stop_sequence | cancelled | error
+    finish_reason: str  # length | stop_sequence | time_limit | cancelled | error
     error: str | None = None
 
 
@@ -48,8 +50,9 @@ class GenerationRequest:
     params: SamplingParams
     seed: int
     stop: tuple[str, ...]
-    emit: Callable[[Event], None]  # called on the inference thread; must not block
+    emit: Callable[[Event], None]  # called on the engine's thread; must not block
     cancelled: threading.Event = field(default_factory=threading.Event)
+    deadline: float = math.inf  # time.monotonic(): past it the text so far is the answer
 
 
 class StopScanner:
@@ -208,6 +211,8 @@ class GenerationScheduler:
     def _advance(self, sequence: _Sequence) -> bool:
         """Sample and emit one token; False when the sequence has finished."""
         request = sequence.request
+        if time.monotonic() > request.deadline:
+            return self._finish(sequence, "time_limit")
         logits = sequence.logits.index_fill(0, self._banned, float("-inf"))
         token = sample_next(logits, request.params, sequence.generator)
         piece = self._text_of(token, sequence.scanner.text)
@@ -220,9 +225,14 @@ class GenerationScheduler:
             request.emit(FinishEvent(sequence.scanner.text, sequence.produced, "stop_sequence"))
             return False
         if sequence.produced >= request.max_new_tokens:
-            tail = sequence.scanner.flush()
-            if tail:
-                request.emit(TokenEvent(tail, token, sequence.produced - 1))
-            request.emit(FinishEvent(sequence.scanner.text, sequence.produced, "length"))
-            return False
+            return self._finish(sequence, "length")
         return True
+
+    def _finish(self, sequence: _Sequence, reason: str) -> bool:
+        """End a sequence with the text it has: what the stop scanner still held back is sent
+        first (no stop sequence can follow)."""
+        tail = sequence.scanner.flush()
+        if tail:
+            sequence.request.emit(TokenEvent(tail, sequence.last_token, sequence.produced - 1))
+        sequence.request.emit(FinishEvent(sequence.scanner.text, sequence.produced, reason))
+        return False

@@ -1,25 +1,19 @@
-"""The model registry: loads every configured checkpoint on the inference thread, warms it up,
-wires it into the engine, and knows which model answers each task by default."""
+"""The model registry: reads every configured checkpoint (the engines warm them up and compute
+on them), and knows which model answers each task by default."""
 
 from __future__ import annotations
 
 import logging
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from models.architectures import LanguageModel, count_parameters
+from models.architectures import count_parameters
 from models.checkpoint import MANIFEST, WEIGHTS, Checkpoint, CheckpointError, load_checkpoint
-from models.decoding import SamplingParams
-from service import inference
-from service.engine import Engine
 from service.errors import ModelNotFound, ModelUnavailable, NotReady
-from service.generation import FinishEvent, GenerationRequest, GenerationScheduler
-from service.prefix_cache import PrefixCache
 from service.settings import Settings
 
 logger = logging.getLogger("lstm_serve.registry")
@@ -81,10 +75,11 @@ def public_reason(error: Exception, path: Path) -> str:
 
 @dataclass
 class LoadedModel:
+    """A checkpoint as the HTTP process holds it: its tokenizer, config and card for requests
+    and answers; the weights, in shared memory, are computed on by the engines."""
+
     checkpoint: Checkpoint
     version: str
-    cache: PrefixCache | None = None
-    scheduler: GenerationScheduler | None = None
 
     @property
     def task(self) -> str:
@@ -94,7 +89,6 @@ class LoadedModel:
 @dataclass
 class Registry:
     settings: Settings
-    engine: Engine
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
     models: dict[str, LoadedModel] = field(default_factory=dict)
@@ -103,99 +97,58 @@ class Registry:
     startup_error: str | None = None
     load_seconds: float = 0.0
 
-    def load_all(self) -> None:
-        """Runs on the inference thread. Raises StartupError unless allow_partial."""
-        started = time.perf_counter()
+    def load_all(self, share: bool) -> dict[str, Checkpoint]:
+        """Read every configured checkpoint into this process (on the CPU, in float32; the
+        engines move them to their device). With `share`, the weights go to shared memory, so
+        engine processes map them instead of holding a copy each. Raises StartupError for a bad
+        device or dtype."""
         self.device = resolve_device(self.settings.device)
         self.dtype = check_dtype(self.device, self.settings.dtype)
+        checkpoints = {}
         for name, path in self.settings.checkpoint_paths().items():
             try:
-                self._load(name, path)
-            except Exception as error:  # a checkpoint that loads but cannot run fails here too
-                self.failures[name] = public_reason(error, path)
-                logger.error(
-                    "model %s failed to load from %s: %s",
-                    name,
-                    path,
-                    error if isinstance(error, CheckpointError) else repr(error),
-                    exc_info=not isinstance(error, CheckpointError),
-                )
+                checkpoint = load_checkpoint(path, name=name)
+                manifest = (path / MANIFEST).read_text().splitlines()
+                version = next(line[:12] for line in manifest if line.endswith(WEIGHTS))
+            except Exception as error:
+                self._failed(name, path, error)
+                continue
+            if share:
+                checkpoint.model.share_memory()
+            self.models[name] = LoadedModel(checkpoint, version)
+            checkpoints[name] = checkpoint
+            logger.info(
+                "loaded %s (%s, %d parameters)",
+                name,
+                checkpoint.config.task,
+                count_parameters(checkpoint.model),
+            )
+        return checkpoints
+
+    def _failed(self, name: str, path: Path, error: Exception) -> None:
+        self.failures[name] = public_reason(error, path)
+        logger.error(
+            "model %s failed to load from %s: %s",
+            name,
+            path,
+            error if isinstance(error, CheckpointError) else repr(error),
+            exc_info=not isinstance(error, CheckpointError),
+        )
+
+    def finish(self, warm_up_failures: dict[str, str], seconds: float) -> None:
+        """After the engines warmed the models up: only a model that ran is given work. Raises
+        StartupError unless allow_partial."""
+        for name, reason in warm_up_failures.items():
+            self.models.pop(name, None)
+            self.failures[name] = reason
+            logger.error("model %s failed its warm-up: %s", name, reason)
         if self.failures and not self.settings.allow_partial:
             detail = "; ".join(f"{n}: {r}" for n, r in self.failures.items())
             raise StartupError(f"checkpoints failed to load ({detail})")
         if not self.models:
             raise StartupError("no model loaded")
-        self.load_seconds = time.perf_counter() - started
+        self.load_seconds = seconds
         self.ready = True
-
-    def _load(self, name: str, path: Path) -> None:
-        checkpoint = load_checkpoint(path, device=self.device, dtype=self.dtype, name=name)
-        manifest = (path / MANIFEST).read_text().splitlines()
-        version = next(line[:12] for line in manifest if line.endswith(WEIGHTS))  # weights' sha256
-        loaded = LoadedModel(checkpoint, version)
-        cache_bytes = self.settings.cache_mb * 2**20
-        if isinstance(checkpoint.model, LanguageModel):
-            loaded.cache = PrefixCache(cache_bytes) if cache_bytes else None
-            loaded.scheduler = GenerationScheduler(
-                checkpoint.model,
-                checkpoint.tokenizer,
-                self.settings.max_active_generations,
-                loaded.cache,
-            )
-        self._warm_up(loaded)
-        self._wire(name, loaded)  # only a model that ran its warm-up is given work
-        self.models[name] = loaded
-        logger.info(
-            "loaded %s (%s, %d parameters) on %s",
-            name,
-            loaded.task,
-            count_parameters(checkpoint.model),
-            self.device,
-        )
-
-    def _wire(self, name: str, loaded: LoadedModel) -> None:
-        checkpoint = loaded.checkpoint
-        if loaded.task == "sentiment":
-            self.engine.register(
-                f"{name}:sentiment", lambda items: inference.classify(checkpoint, items)
-            )
-        elif loaded.scheduler is not None:
-            self.engine.register(
-                f"{name}:next-word",
-                lambda queries: inference.next_words(checkpoint, queries, loaded.cache),
-            )
-            self.engine.add_scheduler(loaded.scheduler)
-
-    def _warm_up(self, loaded: LoadedModel) -> None:
-        """One pass of each operation, so the first request does not pay for lazy initialisation."""
-        checkpoint = loaded.checkpoint
-        if loaded.task == "sentiment":
-            inference.classify(checkpoint, [inference.encode_review(checkpoint, "warm up", True)])
-        elif isinstance(checkpoint.model, LanguageModel):
-            query = inference.build_query(checkpoint, "warm up", 3, 16)
-            inference.next_word_distributions(checkpoint.model, [query], None)
-            scheduler = loaded.scheduler
-            assert scheduler is not None
-            finished: list[FinishEvent] = []
-            request = GenerationRequest(
-                [checkpoint.tokenizer.unk_id],
-                2,
-                SamplingParams(),
-                0,
-                (),
-                emit=lambda event: (
-                    finished.append(event) if isinstance(event, FinishEvent) else None
-                ),
-            )
-            scheduler.submit(request)
-            while scheduler.active():
-                scheduler.admit()
-                scheduler.step()
-            ends = [
-                f"{e.finish_reason} ({e.error})" if e.error else e.finish_reason for e in finished
-            ]
-            if ends != ["length"]:  # a step failed: the scheduler ended the sequence, not raised
-                raise RuntimeError(f"warm-up generation ended with {', '.join(ends) or 'nothing'}")
 
     def get(self, name: str | None, task: str) -> tuple[str, LoadedModel]:
         """The named model, or the default for `task` (the first configured model of that task)."""
@@ -209,6 +162,9 @@ class Registry:
             for model_name, loaded in ranked:
                 if _serves(loaded, task):
                     return model_name, loaded
+            if self.failures:  # the model for this task may be one that failed
+                failed = ", ".join(sorted(self.failures))
+                raise ModelUnavailable(f"no loaded model serves {task}; failed to load: {failed}")
             raise ModelNotFound(f"no loaded model serves {task}")
         if name in self.failures:
             raise ModelUnavailable(f"model {name!r} failed to load: {self.failures[name]}")

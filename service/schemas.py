@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+import unicodedata
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 MODEL_FIELD = Field(
     None,
@@ -16,16 +18,46 @@ MODEL_FIELD = Field(
 
 class StrictModel(BaseModel):
     """Unknown fields are an error, never silently ignored; values are never converted from
-    another JSON type ("5" is not 5, true is not 1, 2.0 is not 2). A JSON integer is still a
-    valid number for a float field."""
+    another JSON type ("5" is not 5, true is not 1). A JSON integer is a valid number for a float
+    field, and a number without a fraction (2.0) a valid integer, as JSON Schema has them."""
 
     model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
 
 
+MAX_BATCH_TEXTS = 1024  # the most LSTM_SERVE_MAX_BATCH_TEXTS allows; /docs shows the setting
+
+
+def _invisible() -> str:
+    """Characters that show nothing: Unicode format characters (zero-width space and joiners,
+    the byte order mark, ...) of the Basic Multilingual Plane, as a regex class body."""
+    codes = [c for c in range(0x10000) if unicodedata.category(chr(c)) == "Cf"]
+    return "".join(f"\\u{c:04x}" for c in codes)
+
+
+# A text with at least one character that is neither whitespace nor invisible; the same pattern
+# is in the OpenAPI document (JSON Schema `pattern`), so clients can check it before sending.
+NOT_BLANK = f"[^\\s{_invisible()}]"
+_VISIBLE = re.compile(NOT_BLANK)
+
+
 def _not_blank(value: str, field: str) -> str:
-    if not value.strip():
-        raise ValueError(f"{field} must contain at least one non-whitespace character")
+    if not _VISIBLE.search(value):
+        raise ValueError(
+            f"{field} must contain at least one character that is not whitespace or invisible"
+        )
     return value
+
+
+def _integral(value: Any) -> Any:
+    """A JSON number with no fraction (2.0, 1e3) is the integer JSON Schema says it is; any
+    other type still fails the strict integer check ("2" and true are not 2 or 1)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_integral)]
+VisibleText = Annotated[str, Field(json_schema_extra={"pattern": NOT_BLANK})]
 
 
 # ---- errors ----
@@ -52,7 +84,7 @@ class ErrorResponse(BaseModel):
 
 
 class SentimentRequest(StrictModel):
-    text: str = Field(
+    text: VisibleText = Field(
         description="The text to classify. Over-long texts are cut to the model's "
         "window (its start and end are kept) and the answer says so.",
         min_length=1,
@@ -75,9 +107,10 @@ class SentimentRequest(StrictModel):
 
 
 class SentimentBatchRequest(StrictModel):
-    texts: list[str] = Field(
+    texts: list[VisibleText] = Field(
         description="Up to 64 texts (the configured batch limit).",
         min_length=1,
+        max_length=MAX_BATCH_TEXTS,
         examples=[["Great film.", "Dull and far too long."]],
     )
     explain: bool = False
@@ -147,7 +180,7 @@ class NextWordRequest(StrictModel):
         description="Text so far. If it ends inside a word, suggestions complete that word.",
         examples=["The history of the"],
     )
-    top_k: int = Field(3, ge=1, le=20, description="How many suggestions.")
+    top_k: Integer = Field(3, ge=1, le=20, description="How many suggestions.")
     model: str | None = MODEL_FIELD
 
 
@@ -175,11 +208,13 @@ class NextWordResponse(BaseModel):
 
 class GenerateRequest(StrictModel):
     prompt: str = Field(min_length=1, description="Text to continue.", examples=["ROMEO:\n"])
-    max_new_tokens: int = Field(200, ge=1, le=2000, description="Tokens to generate at most.")
+    max_new_tokens: Integer = Field(200, ge=1, le=2000, description="Tokens to generate at most.")
     temperature: float = Field(
         0.8, ge=0.0, le=5.0, allow_inf_nan=False, description="0 is greedy; higher is more random."
     )
-    top_k: int = Field(0, ge=0, le=100_000, description="Sample among the k most likely (0: all).")
+    top_k: Integer = Field(
+        0, ge=0, le=100_000, description="Sample among the k most likely (0: all)."
+    )
     top_p: float = Field(
         1.0,
         gt=0.0,
@@ -187,7 +222,7 @@ class GenerateRequest(StrictModel):
         allow_inf_nan=False,
         description="Sample within this probability mass (1: all).",
     )
-    seed: int | None = Field(
+    seed: Integer | None = Field(
         None,
         ge=0,
         le=2**63 - 1,
@@ -198,6 +233,7 @@ class GenerateRequest(StrictModel):
         max_length=4,
         description="Up to 4 strings that end generation; the text returned stops before them.",
         examples=[["\n\n"]],
+        json_schema_extra={"items": {"type": "string", "minLength": 1, "maxLength": 64}},
     )
     stream: bool = Field(False, description="Answer with Server-Sent Events, one per token.")
     model: str | None = MODEL_FIELD
@@ -217,7 +253,10 @@ class GenerateResponse(BaseModel):
     text: str = Field(description="The generated text (without the prompt).")
     tokens: int = Field(description="Tokens generated.")
     finish_reason: Literal["length", "stop_sequence"]
-    seed: int
+    seed: int | None = Field(
+        description="The seed that gives this text again; null for greedy decoding "
+        "(temperature 0), which draws nothing."
+    )
     prompt_tokens: int
     unknown_prompt_tokens: int = Field(
         description="Prompt characters or words outside the vocabulary (read as the unknown token)."
@@ -254,5 +293,10 @@ class ModelsResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: Literal["ok", "loading", "failed"]
+    status: Literal["ok", "degraded", "loading", "failed"]
     models: dict[str, str] | None = None
+    engines: dict[str, int] | None = Field(
+        None,
+        description="Engine processes: how many are configured and running, and restarts so far "
+        "(`degraded`: one is restarting; the others serve).",
+    )

@@ -23,7 +23,11 @@ class Settings(BaseSettings):
     allow_partial: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    torch_threads: int = Field(1, ge=1, le=256)
+    torch_threads: int = Field(1, ge=1, le=256)  # intra-op threads of each engine
+    # Engine processes computing the models: "auto" is one per CPU core available to the process
+    # (its affinity and cgroup quota), or one per GPU on CUDA; 0 runs one engine on a thread of
+    # the HTTP process (no extra processes: tests, small machines).
+    engines: int | Literal["auto"] = "auto"
 
     max_text_chars: int = Field(20_000, ge=1)
     max_prompt_chars: int = Field(8_000, ge=1)
@@ -39,11 +43,20 @@ class Settings(BaseSettings):
     max_queue: int = Field(64, ge=1)
     max_active_generations: int = Field(64, ge=1)
     request_timeout_s: float = Field(30.0, gt=0)
+    # a streamed generation ends with finish_reason "time_limit" after this long
+    stream_timeout_s: float = Field(300.0, gt=0)
     cache_mb: int = Field(64, ge=0)  # prefix-state cache size; 0 turns it off
 
     api_key: SecretStr | None = None
     cors_origins: Annotated[list[str], NoDecode] = []
     log_level: str = "info"
+
+    @field_validator("engines")
+    @classmethod
+    def _engine_count(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 0 <= value <= 64:
+            raise ValueError("engines must be auto or a number from 0 to 64")
+        return value
 
     @field_validator("models", "cors_origins", mode="before")
     @classmethod

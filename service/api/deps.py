@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.engine import Engine
+from service.engine import EngineClient
 from service.errors import Unauthorized
 from service.metrics import Metrics
 from service.registry import Registry
@@ -20,7 +20,7 @@ from service.settings import Settings
 @dataclass
 class ServiceState:
     settings: Settings
-    engine: Engine
+    engine: EngineClient
     registry: Registry
     metrics: Metrics
     failed: str | None = None  # why startup failed, when it did

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -15,8 +16,9 @@ from models.decoding import SamplingParams
 from service import inference
 from service.api.deps import State, require_api_key
 from service.api.responses import ERRORS, check_length
+from service.engine import GENERATE, GenerationJob
 from service.errors import DeadlineExceeded, InferenceFailed, InvalidInput, Overloaded
-from service.generation import Event, FinishEvent, GenerationRequest, TokenEvent
+from service.generation import Event, FinishEvent, TokenEvent
 from service.registry import LoadedModel
 from service.schemas import GenerateRequest, GenerateResponse
 
@@ -36,6 +38,10 @@ SSE_DOC: dict[int | str, dict[str, Any]] = {
         "then `done`.",
     }
 }
+
+# an engine past its deadline ends the generation itself; an answer this much later means it is
+# stuck, and the request ends with 504
+BACKSTOP_S = 5.0
 
 # A client that reconnects with Last-Event-ID expects the stream to resume where it broke; it
 # cannot (events carry no ids and a generation is not kept), and a new one must not pass for it.
@@ -64,40 +70,34 @@ def _prompt_ids(loaded: LoadedModel, prompt: str) -> tuple[list[int], int, int]:
 
 
 class _Run:
-    """One generation: submitted to the scheduler, events bridged onto the event loop."""
+    """One generation: validated, tokenised, handed to an engine; its events arrive on
+    `stream.events`."""
 
-    def __init__(self, state: State, loaded: LoadedModel, body: GenerateRequest) -> None:
-        self.events: asyncio.Queue[Event] = asyncio.Queue()
-        loop = asyncio.get_running_loop()
+    def __init__(
+        self, state: State, name: str, loaded: LoadedModel, body: GenerateRequest, stream: bool
+    ) -> None:
         self.prompt_ids, self.prompt_tokens, self.unknown = _prompt_ids(loaded, body.prompt)
+        self.greedy = body.temperature == 0
         self.seed = body.seed if body.seed is not None else secrets.randbits(63)
-        self.request = GenerationRequest(
+        settings = state.settings
+        limit = settings.stream_timeout_s if stream else settings.request_timeout_s
+        job = GenerationJob(
             self.prompt_ids,
             body.max_new_tokens,
             SamplingParams(body.temperature, body.top_k, body.top_p),
             self.seed,
             tuple(body.stop),
-            emit=self._emitter(loop),
+            deadline=time.monotonic() + limit,
         )
-        scheduler = loaded.scheduler
-        assert scheduler is not None
-        settings = state.settings
-        if scheduler.active() >= settings.max_active_generations + settings.max_queue:
-            state.metrics.rejected.labels("generate").inc()
-            raise Overloaded(
-                f"{scheduler.active()} generations are running or waiting; retry later", 1
-            )
-        scheduler.submit(self.request)
-        state.engine.wake()
-
-    def _emitter(self, loop: asyncio.AbstractEventLoop) -> Callable[[Event], None]:
-        def emit(event: Event) -> None:
-            loop.call_soon_threadsafe(self.events.put_nowait, event)
-
-        return emit
+        self.limit = limit
+        try:
+            self.stream = state.engine.generate(name, job)
+        except Overloaded:
+            state.metrics.rejected.labels(GENERATE).inc()
+            raise
 
     def cancel(self) -> None:
-        self.request.cancelled.set()
+        self.stream.cancel()
 
 
 def _response(run: _Run, finish: FinishEvent, name: str, loaded: LoadedModel) -> GenerateResponse:
@@ -107,7 +107,7 @@ def _response(run: _Run, finish: FinishEvent, name: str, loaded: LoadedModel) ->
         text=finish.text,
         tokens=finish.tokens,
         finish_reason=finish.finish_reason,
-        seed=run.seed,
+        seed=None if run.greedy else run.seed,
         prompt_tokens=run.prompt_tokens,
         unknown_prompt_tokens=run.unknown,
         model=name,
@@ -130,9 +130,9 @@ async def _stream(run: _Run, state: State, name: str, loaded: LoadedModel) -> As
     in one write (a busy server sends fewer, larger chunks instead of falling behind)."""
     try:
         while True:
-            events = [await run.events.get()]
-            while not run.events.empty() and not isinstance(events[-1], FinishEvent):
-                events.append(run.events.get_nowait())
+            events = [await run.stream.events.get()]
+            while not run.stream.events.empty() and not isinstance(events[-1], FinishEvent):
+                events.append(run.stream.events.get_nowait())
             tokens = sum(1 for e in events if isinstance(e, TokenEvent))
             state.metrics.tokens_generated.labels(name).inc(tokens)
             last = events[-1]
@@ -153,22 +153,19 @@ async def _generate(
     check_length("prompt", body.prompt, state.settings.max_prompt_chars)
     name, loaded = state.registry.get(body.model, "generate")
     request.state.model = name
-    run = _Run(state, loaded, body)
+    run = _Run(state, name, loaded, body, stream)
     if stream:
         return StreamingResponse(
             _stream(run, state, name, loaded),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    try:
-        async with asyncio.timeout(state.settings.request_timeout_s):
-            while not isinstance(event := await run.events.get(), FinishEvent):
+    try:  # the engine ends the text at the deadline ("time_limit"); this is a backstop
+        async with asyncio.timeout(run.limit + BACKSTOP_S):
+            while not isinstance(event := await run.stream.events.get(), FinishEvent):
                 state.metrics.tokens_generated.labels(name).inc()
     except TimeoutError:
-        run.cancel()
-        raise DeadlineExceeded(
-            f"generation took longer than {state.settings.request_timeout_s:g} s"
-        ) from None
+        raise DeadlineExceeded(f"generation took longer than {run.limit:g} s") from None
     finally:
         run.cancel()
     return _response(run, event, name, loaded)

@@ -30,8 +30,12 @@ async def ready(state: State) -> JSONResponse:
     registry = state.registry
     models = {name: "ready" for name in registry.models}
     models.update({name: "unavailable" for name in registry.failures})
+    engines = state.engine.status()
+    figures = {key: engines[key] for key in ("engines", "alive", "restarts")}
     if registry.ready and not state.failed:
-        return JSONResponse({"status": "ok", "models": models})
+        # an engine restarting: the others serve, so the instance stays in rotation
+        status = "ok" if engines["alive"] == engines["engines"] else "degraded"
+        return JSONResponse({"status": status, "models": models, "engines": figures})
     status = "failed" if state.failed else "loading"
     return JSONResponse(
         {"status": status, "models": models}, status_code=503, headers={"Retry-After": "1"}
@@ -47,10 +51,11 @@ async def models(state: State) -> ModelsResponse:
 @router.get("/metrics", response_class=Response)
 async def metrics(state: State) -> Response:
     """Prometheus metrics."""
-    for name, loaded in state.registry.models.items():
-        if loaded.cache is not None:
-            state.metrics.cache_hits.labels(name).set(loaded.cache.hits)
-            state.metrics.cache_misses.labels(name).set(loaded.cache.misses)
-            state.metrics.cache_bytes.labels(name).set(loaded.cache.bytes)
+    for name in state.registry.models:
+        hits, misses, bytes_ = state.engine.cache_figures(name)
+        if hits or misses:
+            state.metrics.cache_hits.labels(name).set(hits)
+            state.metrics.cache_misses.labels(name).set(misses)
+            state.metrics.cache_bytes.labels(name).set(bytes_)
     state.metrics.models_loaded.set(len(state.registry.models))
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TypeVar
 
 from fastapi import APIRouter, Depends, Request
 
 from service import inference
 from service.api.deps import State, require_api_key
 from service.api.responses import ERRORS, check_length
+from service.engine import NEXT_WORD, SENTIMENT, BatchOperation
 from service.errors import InvalidInput, Overloaded
 from service.schemas import (
     NextWordRequest,
@@ -21,14 +23,16 @@ from service.schemas import (
     TrajectoryPoint,
 )
 
+Req = TypeVar("Req")
+Res = TypeVar("Res")
 router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)], responses=ERRORS)
 
 
-async def _submit(state: State, key: str, payload: object) -> object:
+async def _run(state: State, operation: BatchOperation[Req, Res], model: str, item: Req) -> Res:
     try:
-        return await state.engine.submit(key, payload, state.settings.request_timeout_s)
+        return await state.engine.run(operation, model, item, state.settings.request_timeout_s)
     except Overloaded:
-        state.metrics.rejected.labels(key).inc()
+        state.metrics.rejected.labels(operation.name).inc()
         raise
 
 
@@ -71,8 +75,7 @@ async def sentiment(body: SentimentRequest, state: State, request: Request) -> S
     name, loaded = state.registry.get(body.model, "sentiment")
     request.state.model = name
     review = inference.encode_review(loaded.checkpoint, body.text, body.explain, body.trajectory)
-    result = await _submit(state, f"{name}:sentiment", review)
-    assert isinstance(result, inference.SentimentResult)
+    result = await _run(state, SENTIMENT, name, review)
     labels = loaded.checkpoint.config.labels
     return SentimentResponse(
         **_result(labels, result).model_dump(),
@@ -95,13 +98,9 @@ async def sentiment_batch(
     name, loaded = state.registry.get(body.model, "sentiment")
     request.state.model = name
     reviews = [inference.encode_review(loaded.checkpoint, t, body.explain) for t in body.texts]
-    results = await asyncio.gather(*(_submit(state, f"{name}:sentiment", r) for r in reviews))
+    results = await asyncio.gather(*(_run(state, SENTIMENT, name, r) for r in reviews))
     return SentimentBatchResponse(
-        results=[
-            _result(loaded.checkpoint.config.labels, r)
-            for r in results
-            if isinstance(r, inference.SentimentResult)
-        ],
+        results=[_result(loaded.checkpoint.config.labels, r) for r in results],
         model=name,
         model_version=loaded.version,
     )
@@ -116,8 +115,7 @@ async def next_word(body: NextWordRequest, state: State, request: Request) -> Ne
     query = inference.build_query(
         loaded.checkpoint, body.text, body.top_k, loaded.checkpoint.config.max_length
     )
-    result = await _submit(state, f"{name}:next-word", query)
-    assert isinstance(result, inference.NextWordResult)
+    result = await _run(state, NEXT_WORD, name, query)
     return NextWordResponse(
         suggestions=[s.__dict__ for s in result.suggestions],
         completing=result.completing,

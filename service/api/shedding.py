@@ -12,12 +12,10 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.middleware import Rejection, send_rejection
-from service.engine import Engine
-from service.errors import kind_of
+from service.engine import EngineClient
+from service.engine.operations import ROUTE_OPERATIONS
+from service.errors import Overloaded, kind_of
 from service.metrics import Metrics
-
-# route -> the engine operation its requests are queued for
-OPERATIONS = {"/sentiment": "sentiment", "/sentiment/batch": "sentiment", "/next-word": "next-word"}
 
 
 class _Route:
@@ -28,21 +26,18 @@ class _Route:
 
 
 class LoadShedding:
-    def __init__(self, app: ASGIApp, engine: Engine, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, engine: EngineClient, metrics: Metrics) -> None:
         self.app, self.engine, self.metrics = app, engine, metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        operation = OPERATIONS.get(scope.get("path", "")) if scope["type"] == "http" else None
-        refusal = (
-            self.engine.refusal(operation) if operation and scope["method"] == "POST" else None
-        )
-        if refusal is None:
+        operation = ROUTE_OPERATIONS.get(scope.get("path", "")) if scope["type"] == "http" else None
+        error = self.engine.refusal(operation) if operation and scope["method"] == "POST" else None
+        if error is None:
             await self.app(scope, receive, send)
             return
-        key, error = refusal
-        self.metrics.rejected.labels(key).inc()
+        self.metrics.rejected.labels(operation).inc()
         scope["route"] = _Route(scope["path"])
-        headers = {"Retry-After": str(error.retry_after)}
+        headers = {"Retry-After": str(error.retry_after)} if isinstance(error, Overloaded) else {}
         kind = kind_of(error)
         rejection = Rejection(kind.status, kind.error_type, error.message, headers=headers)
         await send_rejection(send, rejection, scope.get("state", {}).get("request_id", "-"))

@@ -140,6 +140,8 @@ def make_settings(checkpoints: Checkpoints) -> SettingsFactory:
             "device": "cpu",
             "dtype": "float32",
             "torch_threads": 1,
+            "engines": 0,  # one engine on a thread: no process start per app (test_engines.py
+            # starts real engine processes)
             "max_text_chars": 500,
             "max_prompt_chars": 1000,
             "max_body_bytes": 4096,

@@ -1,10 +1,9 @@
 """Helpers shared by the service tests: a served app (in process, or under a real uvicorn server),
-the error envelope, SSE frames, and a way to hold the engine's inference thread so that queues,
+the error envelope, SSE frames, and a way to hold the engines so that queues,
 deadlines and disconnects are deterministic."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import threading
@@ -21,7 +20,7 @@ from fastapi.testclient import TestClient
 from models.checkpoint import MANIFEST, sha256_file
 from service.api.deps import ServiceState
 from service.app import create_app
-from service.engine import Engine
+from service.engine import EngineClient
 from service.settings import Settings
 
 ENVELOPE_KEYS = {"error", "error_type", "request_id"}
@@ -107,26 +106,13 @@ def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 @contextmanager
-def engine_blocked(engine: Engine) -> Iterator[None]:
-    """Hold the inference thread with a call that waits, so nothing is computed until exit.
-
-    The call is submitted through `Engine.call` from a helper thread with its own event loop; the
-    block is in place once the inference thread has started running it.
-    """
-    started, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        started.set()
-        release.wait(30)
-
-    thread = threading.Thread(target=lambda: asyncio.run(engine.call(hold)), daemon=True)
-    thread.start()
+def engine_blocked(engine: EngineClient) -> Iterator[None]:
+    """Hold every engine, so nothing is computed until exit (requests still queue there)."""
+    engine.control("hold")
     try:
-        assert started.wait(10), "the inference thread did not pick up the blocking call"
         yield
     finally:
-        release.set()
-        thread.join(10)
+        engine.control("release")
 
 
 @contextmanager

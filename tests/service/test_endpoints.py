@@ -102,7 +102,7 @@ def test_batch_results_equal_single_answers_computed_in_one_forward_pass(
     # hold the inference thread until all four texts wait in the queue: they become one batch
     with ThreadPoolExecutor(1) as pool, engine_blocked(state.engine):
         future = pool.submit(client.post, "/sentiment/batch", json={"texts": texts})
-        wait_until(lambda: state.engine.pending("sentiment:sentiment") == len(texts))
+        wait_until(lambda: state.engine.pending("sentiment") == len(texts))
     response = future.result(timeout=10)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -205,14 +205,17 @@ def test_next_word_answers_the_same_from_the_prefix_cache(
 ) -> None:
     """A prefix cached by earlier typing, or by a generation's prompt, gives the same answer as
     a service without a cache."""
-    cache = state_of(client).registry.models["next-word"].cache
-    assert cache is not None
+    engine = state_of(client).engine
+
+    def hits() -> int:
+        return engine.cache_figures("next-word")[0]
+
     for typed in ("the ", "the history ", "the history of "):
         typed_answer = _next_word(client, typed, top_k=20)
     _generate(client, prompt="the war of the city", model="next-word", max_new_tokens=1, seed=0)
-    hits = cache.hits
+    before = hits()
     after_generation = _next_word(client, "the war of the city ", top_k=20)
-    assert cache.hits == hits + 1  # the generation's prompt was cached
+    assert hits() == before + 1  # the generation's prompt was cached
     with serve(make_settings(cache_mb=0)) as fresh:
         _same_suggestions(typed_answer, _next_word(fresh, "the history of ", top_k=20))
         _same_suggestions(after_generation, _next_word(fresh, "the war of the city ", top_k=20))

@@ -263,7 +263,7 @@ def test_a_full_queue_answers_503_with_retry_after(make_settings: SettingsFactor
         body = {"text": "a great film"}
         with ThreadPoolExecutor(3) as pool, engine_blocked(engine):
             first = pool.submit(client.post, "/sentiment", json=body)
-            wait_until(lambda: engine.pending("sentiment:sentiment") == 1)
+            wait_until(lambda: engine.pending("sentiment") == 1)
             # the queue holds one request: concurrent ones are turned away at once
             rejected = [pool.submit(client.post, "/sentiment", json=body) for _ in range(2)]
             for future in rejected:
@@ -309,7 +309,7 @@ def test_past_the_deadline_is_504(make_settings: SettingsFactory) -> None:
                 answer = assert_error(client.post(path, json=body), 504, "deadline_exceeded")
                 assert "0.2 s" in answer["error"]
         # the engine kept nothing for the requests that gave up, and serves again
-        wait_until(lambda: engine.pending("sentiment:sentiment") == 0)
+        wait_until(lambda: engine.pending("sentiment") == 0)
         assert client.post("/sentiment", json={"text": "a film"}).status_code == 200
 
 

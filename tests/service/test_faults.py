@@ -277,7 +277,7 @@ def test_a_client_gone_while_queued_costs_no_work_and_the_others_are_answered(
                 gone = socket.create_connection(("127.0.0.1", port))
                 gone.sendall(request)
                 staying = pool.submit(http.post, "/sentiment", json={"text": "a great film"})
-                wait_until(lambda: state.engine.pending("sentiment:sentiment") == 2, 5)
+                wait_until(lambda: state.engine.pending("sentiment") == 2, 5)
                 gone.close()  # the client goes away while its request is queued
                 wait_until(lambda: '"status": 499' in caplog.text, 5, "the disconnect to be seen")
             answer = staying.result(timeout=10)

@@ -29,7 +29,7 @@ def test_a_full_queue_refuses_before_reading_the_request(make_settings: Settings
         engine = state_of(client).engine
         with ThreadPoolExecutor(2) as pool, engine_blocked(engine):
             queued = pool.submit(client.post, "/sentiment", json={"text": "a great film"})
-            wait_until(lambda: engine.pending("sentiment:sentiment") == 1)
+            wait_until(lambda: engine.pending("sentiment") == 1)
             # not even validated: the answer is the same 503 whatever the body says
             for body in ({"text": "fine"}, {"txt": 5}, {"texts": ["one", "two"]}):
                 path = "/sentiment/batch" if "texts" in body else "/sentiment"
@@ -41,7 +41,7 @@ def test_a_full_queue_refuses_before_reading_the_request(make_settings: Settings
                 )
             # another operation, with room in its queue, is not refused
             other = pool.submit(client.post, "/next-word", json={"text": "the"})
-            wait_until(lambda: engine.pending("next-word:next-word") == 1)
+            wait_until(lambda: engine.pending("next-word") == 1)
             assert client.get("/health/live").status_code == 200
         assert queued.result(timeout=10).status_code == 200
         assert other.result(timeout=10).status_code == 200
@@ -88,7 +88,7 @@ def test_a_burst_over_capacity_is_answered_in_full(make_settings: SettingsFactor
                         before = time.perf_counter()
                         assert (await client.get("/health/live")).status_code == 200
                         live.append(time.perf_counter() - before)
-                    assert engine.pending("sentiment:sentiment") == 4  # still held
+                    assert engine.pending("sentiment") == 4  # still held
                 answers = await asyncio.gather(*tasks)
             return answers, live
 

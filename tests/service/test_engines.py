@@ -1,0 +1,110 @@
+"""Engine processes: two engines share the work, the weights are mapped from shared memory (not a
+copy each), next-word typing stays on the engine that caches its prefix, and an engine killed
+with SIGKILL is noticed at once: what it held is computed by the other, it is restarted, and
+readiness says `degraded` meanwhile."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.engine.operations import AFFINITY_TOKENS
+from tests.service.conftest import SettingsFactory
+from tests.service.support import engine_blocked, serve, state_of, wait_until
+
+# a spawned engine imports torch: seconds on a quiet machine, much longer on a busy one
+START_S = 120.0
+
+
+@pytest.fixture(scope="module")
+def two_engines(make_settings: SettingsFactory) -> Iterator[TestClient]:
+    with serve(make_settings(engines=2), ready=False) as client:
+        wait_until(lambda: client.get("/health/ready").status_code == 200, START_S, "ready")
+        yield client
+
+
+def _answered(client: TestClient) -> list[int]:
+    return list(state_of(client).engine.status()["answered"])
+
+
+def test_two_engine_processes_start_and_share_the_weights(two_engines: TestClient) -> None:
+    status = state_of(two_engines).engine.status()
+    pids = status["pids"]
+    assert status["engines"] == status["alive"] == 2
+    assert len(set(pids)) == 2 and os.getpid() not in pids
+    for pid in pids:  # the weights are mapped from this process's shared memory segments
+        with open(f"/proc/{pid}/maps") as maps:
+            shared = [line for line in maps if f"/dev/shm/torch_{os.getpid()}_" in line]
+        assert shared, f"engine {pid} maps no shared weights"
+    ready = two_engines.get("/health/ready").json()
+    assert ready["status"] == "ok"
+    assert ready["engines"]["alive"] == 2
+
+
+def test_concurrent_requests_are_spread_over_both_engines(two_engines: TestClient) -> None:
+    state = state_of(two_engines)
+    before = _answered(two_engines)
+    texts = [f"a great film number {i}" for i in range(16)]
+    with ThreadPoolExecutor(16) as pool, engine_blocked(state.engine):
+        futures = [pool.submit(two_engines.post, "/sentiment", json={"text": t}) for t in texts]
+        wait_until(lambda: state.engine.pending("sentiment") == len(texts))
+    assert all(future.result().status_code == 200 for future in futures)
+    served = [after - b for after, b in zip(_answered(two_engines), before, strict=True)]
+    assert served == [8, 8]  # least outstanding work first: held, they alternate
+
+
+def test_typing_stays_on_the_engine_that_caches_its_prefix(two_engines: TestClient) -> None:
+    state = state_of(two_engines)
+    words = ["the", "history", "of", "the", "city", "of", "the", "war", "of", "the", "city"]
+
+    def type_up_to(count: int) -> None:
+        text = " ".join(words[:count]) + " "
+        assert two_engines.post("/next-word", json={"text": text}).status_code == 200
+
+    for count in range(1, AFFINITY_TOKENS):  # short: any engine
+        type_up_to(count)
+    before = _answered(two_engines)
+    hits = state.engine.cache_figures("next-word")[0]
+    for count in range(AFFINITY_TOKENS, len(words) + 1):
+        type_up_to(count)
+    served = [after - b for after, b in zip(_answered(two_engines), before, strict=True)]
+    typed = len(words) + 1 - AFFINITY_TOKENS
+    assert sorted(served) == [0, typed]  # one engine answered every later keystroke
+    # each keystroke read only its new word, from the state cached by the one before
+    assert state.engine.cache_figures("next-word")[0] - hits >= typed - 1
+
+
+def test_a_killed_engine_is_replaced_and_its_requests_computed_elsewhere(
+    two_engines: TestClient,
+) -> None:
+    state = state_of(two_engines)
+    engine = state.engine
+    with ThreadPoolExecutor(2) as pool:
+        with engine_blocked(engine):
+            review = pool.submit(two_engines.post, "/sentiment", json={"text": "a dull plot"})
+            stream = pool.submit(
+                two_engines.post,
+                "/generate",
+                json={"prompt": "to be", "max_new_tokens": 8, "seed": 3},
+            )
+            wait_until(lambda: engine.pending("sentiment") == 1 and engine.generating() == 1)
+            (held,) = engine._pending.values()  # the engine holding the review
+            victim = held.engine
+            os.kill(engine.status()["pids"][victim], signal.SIGKILL)
+            wait_until(lambda: engine.status()["alive"] == 1, 10, "the death to be noticed")
+            ready = two_engines.get("/health/ready")
+            assert ready.status_code == 200
+            assert ready.json()["status"] == "degraded"
+            engine.control("release")  # the survivor computes what the dead one held
+        assert review.result().status_code == 200
+        answer = stream.result()
+        assert answer.status_code == 200 and answer.json()["tokens"] == 8
+    wait_until(lambda: engine.status()["alive"] == 2, START_S, "the engine to restart")
+    assert engine.status()["restarts"] >= 1
+    assert two_engines.get("/health/ready").json()["status"] == "ok"
+    assert two_engines.post("/sentiment", json={"text": "a great film"}).status_code == 200
