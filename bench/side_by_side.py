@@ -157,14 +157,15 @@ def report(
 ) -> str:
     """The Markdown report; `load_before` is the 1-minute load average before any server ran."""
     lines = [
-        "| server | connections | req/s (2xx) | p50 ms | p99 ms | refused | socket errors |",
-        "|---|---|---|---|---|---|---|",
+        "| server | connections | answers | req/s (2xx) | p50 ms | p99 ms | refused | socket err. |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, by_connections in results.items():
         for connections, m in by_connections.items():
+            p50, p99 = (f"{m.p50_ms:.1f}", f"{m.p99_ms:.1f}") if m.requests else ("-", "-")
             lines.append(
-                f"| {NAMES[name]} | {connections} | {m.served_rps:,.0f} | {m.p50_ms:.1f} | "
-                f"{m.p99_ms:.1f} | {m.refused} | {m.socket_errors} |"
+                f"| {NAMES[name]} | {connections} | {m.requests:,} | {m.served_rps:,.0f} | {p50} | "
+                f"{p99} | {m.refused} | {m.socket_errors} |"
             )
     ours = results.get("lstm-serve", {})
     for other in ("torchserve", "naive"):
@@ -177,6 +178,9 @@ def report(
         ]
         for connections, m in ours.items():
             theirs = results[other][connections]
+            if not (m.requests and theirs.requests):
+                lines.append(f"| {connections} | - | - | - |")
+                continue
             lines.append(
                 f"| {connections} | {ratio(m.served_rps, theirs.served_rps)} | "
                 f"{ratio(m.p50_ms, theirs.p50_ms)} | {ratio(m.p99_ms, theirs.p99_ms)} |"
@@ -212,11 +216,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="TorchServe and naive processes")
     parser.add_argument("--port", type=int, default=18400, help="first port (uses 25 from it)")
     parser.add_argument("--project", type=Path, default=ROOT, help="checkout to serve from")
-    parser.add_argument("--quick", action="store_true", help="smoke check: 3 s after 1 s warm-up")
+    parser.add_argument("--quick", action="store_true", help="smoke check: 5 s after 2 s warm-up")
     parser.add_argument("--out", type=Path, help="also write the report here")
     args = parser.parse_args()
     if args.quick:
-        args.duration, args.warmup = 3.0, 1.0
+        args.duration, args.warmup = 5.0, 2.0
     args.connections = [int(c) for c in args.connections.split(",")]
     args.servers = [s.strip() for s in args.servers.split(",")]
     unknown = [s for s in args.servers if s not in SERVERS]

@@ -88,8 +88,8 @@ def test_report_gives_ratios_against_each_other_server() -> None:
     labels = {name: ["positive", "negative"] for name in results}
     args = Namespace(texts=["a"] * 2000, duration=20.0, warmup=5.0)
     text = side_by_side.report(results, labels, args)
-    assert "| TorchServe 0.12 | 64 | 400 | 150.0 | 200.0 | 0 | 0 |" in text
-    assert "| lstm-serve | 64 | 600 | 100.0 | 150.0 | 200 | 0 |" in text  # 800 less 200 refused
+    assert "| TorchServe 0.12 | 64 | 400 | 400 | 150.0 | 200.0 | 0 | 0 |" in text
+    assert "| lstm-serve | 64 | 800 | 600 | 100.0 | 150.0 | 200 | 0 |" in text  # 200 refused
     torchserve_table = text.split("lstm-serve / TorchServe 0.12")[1].split("\n\n")[0]
     assert "| 1 | 2.00 | 0.50 | 0.50 |" in torchserve_table
     assert "| 64 | 1.50 | 0.67 | 0.75 |" in torchserve_table
@@ -103,6 +103,14 @@ def test_report_warns_when_the_machine_was_busy_before_the_run() -> None:
     results = {"naive": {1: measure(1, 1, 1)}}
     busy = side_by_side.report(results, {}, args, load_before=(os.cpu_count() or 1) + 1.0)
     assert busy.startswith("**The machine was busy before the run")
+
+
+def test_a_run_without_answers_has_no_latency_and_no_ratio() -> None:
+    silent = side_by_side.Measure(0.0, 0.0, 0.0, 0, 0, 0)  # wrk's figures when nothing came back
+    results = {"lstm-serve": {64: silent}, "naive": {64: measure(300, 200.0, 400.0)}}
+    text = side_by_side.report(results, {}, Namespace(texts=[], duration=1, warmup=0))
+    assert "| lstm-serve | 64 | 0 | 0 | - | - | 0 | 0 |" in text
+    assert "| 64 | - | - | - |" in text
 
 
 def test_report_says_when_servers_disagree() -> None:
