@@ -157,7 +157,7 @@ def report(
 ) -> str:
     """The Markdown report; `load_before` is the 1-minute load average before any server ran."""
     lines = [
-        "| server | connections | answers | req/s (2xx) | p50 ms | p99 ms | refused | socket err. |",
+        "| server | connections | answers | req/s (2xx) | p50 ms | p99 ms | refused | errors |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, by_connections in results.items():
