@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -243,6 +244,10 @@ def ready_workers(management: str) -> list[int]:
 def torchserve(options: Options) -> Iterator[Target]:
     """TorchServe with the handler archived into a temporary model store. Its launcher starts
     the Java frontend and exits: the frontend is stopped by the PID file it leaves in TMPDIR."""
+    if shutil.which("java") is None:
+        raise StartError(
+            "TorchServe needs Java 17 (Debian: apt-get install openjdk-17-jre-headless)"
+        )
     bin_dir = ensure_torchserve()
     with tempfile.TemporaryDirectory(prefix="side-by-side-torchserve-") as temp:
         home, store = Path(temp), Path(temp) / "model-store"

@@ -198,3 +198,13 @@ def test_a_server_that_ignores_sigterm_is_killed_after_the_grace() -> None:
     servers.stop_pid(stubborn.pid, grace_s=0.3)
     assert not servers.alive(stubborn.pid)
     assert 0.3 <= time.monotonic() - started < 5  # it outlived SIGTERM for the whole grace
+
+
+def test_torchserve_without_java_is_refused_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(servers.shutil, "which", lambda name: None)
+    options = servers.Options(ROOT, 18420, 2, tmp_path)
+    with pytest.raises(servers.StartError, match="needs Java 17"), servers.torchserve(options):
+        pass
+    assert list(tmp_path.iterdir()) == []  # no log: nothing was started
