@@ -24,7 +24,7 @@ from models.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from models.devices import resolve_device
+from models.devices import DeviceError, resolve_device
 from models.tokenizers import Tokenizer
 from training import language, sentiment
 from training.config import (
@@ -224,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         _run(args, argv)
-    except DataError as error:
-        # a download that failed or data that cannot be read: one line saying what to do
+    except (DataError, DeviceError) as error:
+        # a download that failed, data that cannot be read, a device this machine lacks: one
+        # line saying what to do, not a traceback
         print(f"python -m training {args.command}: {error}", file=sys.stderr)
         return 1
     if dist.is_initialized():

@@ -114,6 +114,16 @@ def test_the_command_exits_non_zero_with_no_traceback(tmp_path: Path) -> None:
     ]
 
 
+def test_a_device_this_machine_lacks_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["generate", "--smoke", "--device", "tpu", "--run-dir", str(tmp_path / "run")]
+    assert main(argv) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "python -m training generate: device 'tpu' is not one of auto, cpu, cuda, cuda:N"
+    ]
+
+
 @pytest.mark.parametrize("task", sorted(TASK_CONFIGS))
 def test_help_describes_every_flag_with_its_default(
     task: str, capsys: pytest.CaptureFixture[str]

@@ -14,6 +14,7 @@ from models.architectures import ClassifierConfig
 from training.__main__ import main
 from training.config import (
     CONFIG_DIR,
+    DATA_DECIDED,
     TASK_CONFIGS,
     LanguageModelTrainConfig,
     SentimentConfig,
@@ -21,6 +22,7 @@ from training.config import (
     add_config_flags,
     config_as_dict,
     resolve_config,
+    setting_types,
     smoke_overrides,
 )
 
@@ -200,3 +202,41 @@ def test_a_setting_of_the_wrong_type_in_the_file_is_refused(tmp_path: Path) -> N
         resolve_config("sentiment", str(path), {})
     path.write_text(json.dumps({"lr": 1, "data": None, "pooling": ["max"]}))
     assert resolve_config("sentiment", str(path), {}).lr == 1
+
+
+@pytest.mark.parametrize("task", sorted(TASK_CONFIGS))
+def test_every_flat_name_has_exactly_one_home(task: str) -> None:
+    cls = TASK_CONFIGS[task]
+    own = {f.name for f in dataclasses.fields(cls)} - {"model"}
+    model = {f.name for f in dataclasses.fields(cls.MODEL)} - DATA_DECIDED
+    assert not own & model
+    assert list(setting_types(cls)) == list(config_as_dict(cls()))
+    assert set(setting_types(cls)) == own | model
+    # the model section's defaults are the model config's own, not copies
+    for item in dataclasses.fields(cls.MODEL):
+        if item.name in model and item.default is not dataclasses.MISSING:
+            assert cls().model[item.name] == item.default, item.name
+
+
+def test_a_file_may_nest_the_model_section(tmp_path: Path) -> None:
+    path = write_json(tmp_path / "nested.json", {"model": {"hidden_dim": 64}, "epochs": 2})
+    config = resolve("generate", ["--num-layers", "3"], path)
+    assert (config.model["hidden_dim"], config.model["num_layers"], config.epochs) == (64, 3, 2)
+    write_json(path, {"model": {"hidden_dim": 64}, "hidden_dim": 32})
+    with pytest.raises(ValueError, match=r"settings \['hidden_dim'\] given both flat and inside"):
+        resolve("generate", [], path)
+    write_json(path, {"model": {"hiden_dim": 64}})
+    with pytest.raises(ValueError, match=r"unknown settings \['hiden_dim'\]"):
+        resolve("generate", [], path)
+    write_json(path, {"model": 5})
+    with pytest.raises(ValueError, match="setting 'model' must be an object"):
+        resolve("generate", [], path)
+
+
+def test_the_model_config_is_built_from_the_section_and_the_data() -> None:
+    config = resolve("sentiment", ["--hidden-dim", "24", "--pooling", "last"])
+    built = config.model_config(500, padding_id=0, num_classes=2)
+    assert isinstance(built, ClassifierConfig)
+    assert (built.vocab_size, built.hidden_dim, built.pooling) == (500, 24, ("last",))
+    with pytest.raises(ValueError, match=r"unknown ClassifierConfig settings \['bptt'\]"):
+        SentimentConfig(model={"bptt": 3})
