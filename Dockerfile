@@ -15,11 +15,13 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then pip install "$TORCH_SPEC" --index-url "$T
 COPY pyproject.toml README.md /src/
 COPY models /src/models
 COPY service /src/service
-# The service never reads torch's C++ headers (62 MB), its test programs (torch/test, torch/bin:
-# 133 MB) or pip and setuptools (25 MB): removed in this stage, they never reach the image.
+# The service never reads torch's C++ headers (62 MB), its C++ test programs (torch/test and all
+# of torch/bin but torch_shm_manager, which `import torch` checks for: 133 MB) or pip and
+# setuptools (25 MB): removed in this stage, they never reach the image.
 RUN pip install /src && rm -rf /src \
  && site=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
- && rm -rf "$site/torch/include" "$site/torch/test" "$site/torch/bin" \
+ && rm -rf "$site/torch/include" "$site/torch/test" \
+ && find "$site/torch/bin" -mindepth 1 ! -name torch_shm_manager -delete \
  && pip uninstall --yes --quiet pip setuptools
 # The checkpoints readable by the service's user whatever the modes of the checkout; done here
 # so that the image holds them once, in the one COPY of the final stage.

@@ -95,7 +95,7 @@ def build_of(version: str, requires: Sequence[str]) -> str:
     label = version.partition("+")[2]
     if label.startswith("rocm"):
         return "rocm"
-    if label.startswith("cu") or any(r.startswith("nvidia-") for r in requires):
+    if label.startswith("cu") or any(r.startswith(("nvidia-", "cuda-toolkit")) for r in requires):
         return "cuda"
     return "cpu"
 

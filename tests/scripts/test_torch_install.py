@@ -102,6 +102,7 @@ def test_an_index_url_is_used_as_given_without_fallback() -> None:
         ("2.13.0+cpu", ["filelock"], "cpu"),
         ("2.13.0", ['nvidia-cudnn-cu13==9.20.0.48; platform_system == "Linux"'], "cuda"),
         ("2.7.1+cu128", [], "cuda"),
+        ("2.13.0", ['cuda-toolkit[cublas,cudart]==13.0.3; platform_system == "Linux"'], "cuda"),
         ("2.5.1+rocm6.2", [], "rocm"),
         ("2.13.0", ["filelock", "sympy>=1.13.3"], "cpu"),
     ],  # macOS and Windows wheels
