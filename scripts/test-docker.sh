@@ -66,6 +66,7 @@ grep -q '<title>' <<<"$page" || fail "the playground page"; echo "ok  GET / (pla
 
 image=$("${compose[@]}" images -q api | head -n1)
 size=$(docker image inspect "$image" --format '{{.Size}}')
+echo "image $((size / 1048576)) MiB"
 # the checkpoints are one layer: no RUN in the final stage rewrites them (a chmod -R there
 # copied all 56 MB into a second layer)
 own_layers=$(docker history --no-trunc --format '{{.CreatedBy}}' "$image" | sed '/useradd/q')
@@ -82,6 +83,8 @@ sleep 0.3
 stop_started=$(date +%s.%N)
 "${compose[@]}" stop --timeout 30 api
 stopped=$(date +%s.%N)
+# said before the checks, so that a failing run still tells how long the stop took
+python3 -c "print(f'stopped {$stopped - $stop_started:.1f} s after SIGTERM, a 2,000-token generation in flight')"
 wait "$curl_pid" || true
 [ "$(cat "$inflight.status")" = 200 ] || fail "in-flight request during shutdown: $(cat "$inflight.status") $(cat "$inflight")"
 grep -q '"tokens":2000' "$inflight" || fail "in-flight generation was cut short: $(cat "$inflight")"
