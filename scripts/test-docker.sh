@@ -66,7 +66,8 @@ grep -q '<title>' <<<"$page" || fail "the playground page"; echo "ok  GET / (pla
 
 image=$("${compose[@]}" images -q api | head -n1)
 size=$(docker image inspect "$image" --format '{{.Size}}')
-echo "image $((size / 1048576)) MiB"
+echo "image $((size / 1048576)) MiB; the final stage's own layers:"
+docker history --format '  {{.Size}}\t{{.CreatedBy}}' "$image" | sed '/useradd/q' | cut -c1-110
 # the checkpoints are one layer: no RUN in the final stage rewrites them (a chmod -R there
 # copied all 56 MB into a second layer)
 own_layers=$(docker history --no-trunc --format '{{.CreatedBy}}' "$image" | sed '/useradd/q')
