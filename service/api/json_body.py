@@ -14,6 +14,16 @@ from typing import Any
 
 MAX_DEPTH = 32  # a request is at most 2 levels deep (an object holding a list of strings)
 MAX_KEYS = 64  # a request object has at most 10 fields
+# the longest list a request holds is `texts` (LSTM_SERVE_MAX_BATCH_TEXTS, at most 1,024): a
+# longer one is refused here, before validation would build one error per wrong item
+MAX_ITEMS = 1024
+# Values in the whole body (array items, object members and brackets, counted by the separators
+# and brackets outside strings), and strings. Parsing and validating cost grows with the number
+# of values, not bytes: 1 MB of `1,1,1...` took json.loads 80-200 ms and pydantic seconds, all on
+# the event loop. These bounds are counted in C over the bytes before any parsing.
+MAX_VALUES = 4096
+MAX_STRINGS = 4096
+MAX_CONTAINERS = 128  # arrays and objects; a request has at most 4
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _BRACKET = re.compile(rb"[\[\]{}]")
@@ -40,8 +50,9 @@ def json_problem(body: bytes) -> BodyProblem | None:
     """None when the body is JSON that the schemas can judge; else what is wrong with it."""
     if not body.strip():
         return BodyProblem("body", "the request body is empty; send a JSON object")
-    if _too_deep(body):
-        return _depth_problem()
+    problem = _structure_problem(body)
+    if problem is not None:
+        return problem
     try:
         value = json.loads(body, object_pairs_hook=_object)
     except _Rejected as rejected:
@@ -55,8 +66,32 @@ def json_problem(body: bytes) -> BodyProblem | None:
         limit = sys.get_int_max_str_digits()
         message = f"a number in the JSON has more than {limit:,} digits; the limit is {limit:,}"
         return BodyProblem("body", message)
-    if _SURROGATE_ESCAPE.search(body):
-        return _surrogate_problem(value, "")
+    problem = _long_list(value, "")
+    if problem is None and _SURROGATE_ESCAPE.search(body):
+        problem = _surrogate_problem(value, "")
+    return problem
+
+
+def _long_list(value: Any, path: str) -> BodyProblem | None:
+    """The first list with more than MAX_ITEMS items, as a problem naming it (the nesting is
+    at most MAX_DEPTH levels, so the recursion is bounded)."""
+    if isinstance(value, list):
+        field = path or "body"
+        if len(value) > MAX_ITEMS:
+            message = f"`{field}` has {len(value):,} items; the limit is {MAX_ITEMS:,}"
+            return BodyProblem(field, message)
+        children = [(f"{path}[{index}]", item) for index, item in enumerate(value)]
+    elif isinstance(value, dict):
+        children = [
+            (f"{path}.{_printable(k)}" if path else _printable(k), v) for k, v in value.items()
+        ]
+    else:
+        return None
+    for child_path, child in children:
+        if isinstance(child, list | dict):
+            problem = _long_list(child, child_path)
+            if problem is not None:
+                return problem
     return None
 
 
@@ -66,16 +101,45 @@ def _depth_problem() -> BodyProblem:
     )
 
 
-def _too_deep(body: bytes) -> bool:
-    """Whether brackets outside strings nest more than MAX_DEPTH levels (stops at the first)."""
-    if body.count(b"[") + body.count(b"{") <= MAX_DEPTH:
-        return False
-    depth = 0
-    for bracket in _BRACKET.findall(_STRING.sub(b'""', body)):
-        depth += 1 if bracket in (b"[", b"{") else -1
+def _structure_problem(body: bytes) -> BodyProblem | None:
+    """Nesting over MAX_DEPTH, or more than MAX_VALUES values or MAX_STRINGS strings, found at a
+    cost bounded by those limits (never a Python loop over every item of a hostile body)."""
+    marks = sum(body.count(mark) for mark in (b",", b":", b"[", b"{"))
+    if marks <= MAX_DEPTH:
+        return None
+    outside = body
+    if b'"' in body:  # strings may hold any of these characters: count outside them only
+        pieces, last, count = [], 0, 0
+        # find() the next quote (fast), then match the string from there: a regex search would
+        # scan the rest of a hostile body holding the GIL, the event loop's too
+        while (start := body.find(b'"', last)) >= 0 and (string := _STRING.match(body, start)):
+            count += 1
+            if count > MAX_STRINGS:
+                return _count_problem("strings", MAX_STRINGS)
+            pieces.append(body[last:start])
+            last = string.end()
+        pieces.append(body[last:])
+        outside = b"".join(pieces)
+    depth, brackets = 0, outside.count(b"[") + outside.count(b"{")
+    for count, bracket in enumerate(_BRACKET.finditer(outside if brackets > MAX_DEPTH else b"")):
+        if count >= 2 * MAX_CONTAINERS:
+            return _count_problem("arrays and objects", MAX_CONTAINERS)
+        depth += 1 if bracket.group() in (b"[", b"{") else -1
         if depth > MAX_DEPTH:
-            return True
-    return False
+            return _depth_problem()
+    if outside.count(b",") + outside.count(b":") > MAX_VALUES:
+        return _count_problem("values", MAX_VALUES)
+    return None
+
+
+def _count_problem(what: str, limit: int) -> BodyProblem:
+    message = (
+        f"the JSON holds more than {limit:,} {what} (array items and object members together); "
+        f"the limit is {limit:,}"
+    )
+    if what != "values":
+        message = f"the JSON holds more than {limit:,} {what}; the limit is {limit:,}"
+    return BodyProblem("body", message)
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -10,6 +10,8 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from starlette.routing import Match
@@ -23,6 +25,11 @@ from service.metrics import Metrics
 access_log = logging.getLogger("lstm_serve.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 CLIENT_CLOSED = 499  # logged (never sent) when the client disconnected before the answer
+# Bodies over this size are checked on one thread of their own, not on the event loop: a 1 MB body
+# costs up to tens of ms to check, and several at once kept /health/live waiting 300 ms. One
+# thread, so that the event loop has a single rival for the GIL.
+OFF_LOOP_BYTES = 64 * 1024
+_BODY_CHECKS = ThreadPoolExecutor(1, thread_name_prefix="lstm-serve-body-checks")
 
 
 class Rejection(Exception):
@@ -85,10 +92,11 @@ class RequestMiddleware:
                 await self.app(scope, receive, send_with_id)
                 return
             body = await self._read_body(receive, headers)
-            if self._takes_json(scope):
-                _check_json(body, headers)
-            elif "json" in headers.get("content-type", ""):
-                _check_utf8(body)
+            if len(body) > OFF_LOOP_BYTES:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(_BODY_CHECKS, self._check_body, scope, body, headers)
+            else:
+                self._check_body(scope, body, headers)
             if not await _serve(self.app, scope, body, receive, send_with_id):
                 status = CLIENT_CLOSED
         except Rejection as rejection:
@@ -97,6 +105,12 @@ class RequestMiddleware:
             status = CLIENT_CLOSED
         finally:
             self._record(scope, request_id, status, time.perf_counter() - started)
+
+    def _check_body(self, scope: Scope, body: bytes, headers: dict[str, str]) -> None:
+        if self._takes_json(scope):
+            _check_json(body, headers)
+        elif "json" in headers.get("content-type", ""):
+            _check_utf8(body)
 
     async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
         """The whole body, bounded by max_body_bytes and body_timeout_s."""
@@ -163,6 +177,16 @@ def _routes(scope: Scope) -> list[Any]:
     return list(getattr(getattr(scope.get("app"), "router", None), "routes", []))
 
 
+def _flat(routes: list[Any]) -> Iterator[Any]:
+    """Every route, those of included routers too (FastAPI wraps them; the wrapper has no path)."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None and getattr(route, "path", None) is None:
+            yield from _flat(list(included.routes))
+        else:
+            yield route
+
+
 def _matches(scope: Scope, method: str) -> bool:
     """Whether a route takes this method on this path."""
     probe = {**scope, "method": method}
@@ -172,7 +196,7 @@ def _matches(scope: Scope, method: str) -> bool:
 def _template(scope: Scope) -> str:
     """The path template of the route for this path, whatever the method; "unmatched" when none
     is (any path at all would be a label of its own)."""
-    for route in _routes(scope):
+    for route in _flat(_routes(scope)):
         if route.matches(scope)[0] is not Match.NONE:
             return str(getattr(route, "path", "unmatched"))
     return "unmatched"
