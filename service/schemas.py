@@ -253,7 +253,10 @@ class GenerateResponse(BaseModel):
     text: str = Field(description="The generated text (without the prompt).")
     tokens: int = Field(description="Tokens generated.")
     finish_reason: Literal["length", "stop_sequence"]
-    seed: int
+    seed: int | None = Field(
+        description="The seed that gives this text again; null for greedy decoding "
+        "(temperature 0), which draws nothing."
+    )
     prompt_tokens: int
     unknown_prompt_tokens: int = Field(
         description="Prompt characters or words outside the vocabulary (read as the unknown token)."
@@ -290,5 +293,10 @@ class ModelsResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: Literal["ok", "loading", "failed"]
+    status: Literal["ok", "degraded", "loading", "failed"]
     models: dict[str, str] | None = None
+    engines: dict[str, int] | None = Field(
+        None,
+        description="Engine processes: how many are configured and running, and restarts so far "
+        "(`degraded`: one is restarting; the others serve).",
+    )
