@@ -17,10 +17,12 @@ environment (.bench/torchserve-venv, by bench/setup_torchserve.sh) on first use;
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -28,7 +30,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 from side_by_side_servers import SERVERS, Options, StartError
@@ -48,7 +49,7 @@ CHECKED = 20  # reviews whose answers must agree across servers
 PORT_OFFSETS = {"lstm-serve": 0, "naive": 10, "torchserve": 20}  # TorchServe takes five ports
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Measure:
     """One wrk run. Its latency percentiles include refused answers (wrk times every answer)."""
 
@@ -58,6 +59,7 @@ class Measure:
     refused: int  # answers other than 2xx/3xx
     socket_errors: int  # connect, read, write errors and timeouts
     requests: int  # answers
+    client_cpu: float = 0.0  # wrk's own CPU time over the run's wall time (1.0: one whole core)
 
     @property
     def served_rps(self) -> float:
@@ -98,7 +100,14 @@ def wrk(url: str, script: Path, connections: int, seconds: float) -> Measure:
         "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "--latency",
         "-s", str(script), url,
     ]  # fmt: skip
-    return parse_wrk(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    # wrk is the only child reaped during the run: the children's CPU time grows by its own
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return dataclasses.replace(parse_wrk(out), client_cpu=cpu / wall)
 
 
 def label_of(url: str, text: str, patience_s: float = 0.0) -> str:
@@ -190,6 +199,12 @@ def report(
         agreement = "the same" if same else "DIFFERENT (not the same model?)"
         lines += ["", f"Labels of the first {CHECKED} reviews, asked before the load: {agreement}."]
     cores = os.cpu_count() or 1
+    client = [m.client_cpu for by_connections in results.values() for m in by_connections.values()]
+    if client:
+        lines += [
+            "",
+            f"wrk's own CPU: {min(client):.1%} to {max(client):.1%} of one core per measured run.",
+        ]
     load = f"1-minute load average {load_before:.2f} before the run, {os.getloadavg()[0]:.2f} after"
     if load_before > cores / 2:
         lines[:0] = [f"**The machine was busy before the run ({load}): not representative.**", ""]

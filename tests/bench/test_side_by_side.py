@@ -71,7 +71,7 @@ def test_wrk_output_without_errors_counts_none() -> None:
 
 
 def measure(rps: float, p50: float, p99: float, refused: int = 0) -> side_by_side.Measure:
-    return side_by_side.Measure(rps, p50, p99, refused, 0, int(rps))
+    return side_by_side.Measure(rps, p50, p99, refused, 0, int(rps), client_cpu=rps / 1000)
 
 
 def test_refused_answers_are_not_throughput() -> None:
@@ -96,6 +96,7 @@ def test_report_gives_ratios_against_each_other_server() -> None:
     assert "| 64 | 2.00 | 0.50 | 0.38 |" in text.split("lstm-serve / naive FastAPI")[1]
     assert "asked before the load: the same." in text
     assert "busy" not in text
+    assert "wrk's own CPU: 10.0% to 80.0% of one core per measured run." in text
 
 
 def test_report_warns_when_the_machine_was_busy_before_the_run() -> None:
