@@ -75,29 +75,31 @@ if grep -q 'chmod' <<<"$own_layers"; then
   fail "a layer of the image runs chmod: $(docker history --format '{{.Size}} {{.CreatedBy}}' "$image")"
 fi
 echo "ok  no chmod layer"
-# SIGTERM while a long generation is in flight: it must still complete with 200
+# SIGTERM while a long generation is in flight: it must still be answered in full (200; all
+# 2,000 tokens, or fewer with the finish reason saying why when the request deadline came first)
 inflight=$(mktemp)
 curl -sS -o "$inflight" -w '%{http_code}' -H 'content-type: application/json' \
   -d '{"prompt": "KING:", "max_new_tokens": 2000, "seed": 3}' $base/generate > "$inflight.status" &
 curl_pid=$!
 sleep 0.3
 stop_started=$(date +%s.%N)
-"${compose[@]}" stop --timeout 30 api
+"${compose[@]}" stop --timeout 40 api  # the compose file's stop_grace_period
 stopped=$(date +%s.%N)
 # said before the checks, so that a failing run still tells how long the stop took
 python3 -c "print(f'stopped {$stopped - $stop_started:.1f} s after SIGTERM, a 2,000-token generation in flight')"
 wait "$curl_pid" || true
+code=$(docker inspect "$("${compose[@]}" ps -aq api)" --format '{{.State.ExitCode}}')
+[ "$code" = 0 ] || fail "exit code $code after SIGTERM (137: killed at the end of the grace period)"
 [ "$(cat "$inflight.status")" = 200 ] || fail "in-flight request during shutdown: $(cat "$inflight.status") $(cat "$inflight")"
-grep -q '"tokens":2000' "$inflight" || fail "in-flight generation was cut short: $(cat "$inflight")"
+grep -q -e '"tokens":2000' -e '"finish_reason":"time_limit"' "$inflight" \
+  || fail "in-flight generation was cut short: $(cat "$inflight")"
 echo "ok  an in-flight request finished during graceful shutdown"
 rm -f "$inflight" "$inflight.status"
-code=$(docker inspect "$("${compose[@]}" ps -aq api)" --format '{{.State.ExitCode}}')
-[ "$code" = 0 ] || fail "exit code $code after SIGTERM"
 python3 - "$started" "$built" "$healthy" "$stop_started" "$stopped" "$size" <<'PY'
 import sys
 start, built, healthy, stop0, stop1, size = map(float, sys.argv[1:])
 print(f"build {built - start:.1f} s, image {size / 2**20:.0f} MiB, up to healthy {healthy - built:.1f} s, "
-      f"stop {stop1 - stop0:.1f} s (grace 30 s)")
-assert stop1 - stop0 < 30, "did not stop within the grace period"
+      f"stop {stop1 - stop0:.1f} s (grace 40 s)")
+assert stop1 - stop0 < 40, "did not stop within the grace period"
 PY
 echo "docker end-to-end test passed"
