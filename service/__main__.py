@@ -9,7 +9,7 @@ import sys
 import uvicorn
 
 from service.app import create_app
-from service.server import BoundedHeadProtocol, Server
+from service.server import Server, protocol_for
 from service.settings import Settings
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -42,7 +42,8 @@ def main() -> int:
         host=args.host,
         port=args.port,
         loop="uvloop",
-        http=BoundedHeadProtocol,  # httptools, with a bound on a request head
+        # httptools, with a head timeout, a bound on a head and a connection limit
+        http=protocol_for(settings.head_timeout_s, settings.max_connections),
         log_level=settings.log_level,
         access_log=False,
         timeout_graceful_shutdown=30,

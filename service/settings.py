@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     max_queue: int = Field(64, ge=1)
     max_active_generations: int = Field(64, ge=1)
     request_timeout_s: float = Field(30.0, gt=0)
+    # A request head (request line and headers) must arrive within this many seconds of the
+    # connection opening or of the previous answer; a silent connection is closed.
+    head_timeout_s: float = Field(10.0, gt=0, le=300)
+    # Open connections; past it an idle one is closed to make room, else the newcomer gets 503.
+    # Kept under the process's open-file limit.
+    max_connections: int = Field(1000, ge=1)
     # a streamed generation ends with finish_reason "time_limit" after this long
     stream_timeout_s: float = Field(300.0, gt=0)
     cache_mb: int = Field(64, ge=0)  # prefix-state cache size; 0 turns it off
