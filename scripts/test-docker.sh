@@ -19,6 +19,9 @@ cleanup() {
 }
 trap cleanup EXIT
 echo "project $project, image lstm-serve:$LSTM_SERVE_IMAGE_TAG, port $LSTM_SERVE_PORT"
+# the user's image, if any: the test must leave it as it is
+users_image() { docker image inspect --format '{{.Id}}' lstm-serve:latest 2>/dev/null || echo none; }
+users_image_before=$(users_image)
 
 started=$(date +%s.%N)
 "${compose[@]}" build --quiet api
@@ -102,4 +105,6 @@ print(f"build {built - start:.1f} s, image {size / 2**20:.0f} MiB, up to healthy
       f"stop {stop1 - stop0:.1f} s (grace 40 s)")
 assert stop1 - stop0 < 40, "did not stop within the grace period"
 PY
+[ "$(users_image)" = "$users_image_before" ] || fail "lstm-serve:latest changed during the test"
+echo "ok  lstm-serve:latest left as it was ($users_image_before)"
 echo "docker end-to-end test passed"
