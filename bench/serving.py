@@ -129,6 +129,34 @@ def wrk(base: str, path: str, bodies: Path, connections: int, seconds: int) -> d
     return result
 
 
+def family(pid: int) -> list[int]:
+    """A process and its descendants (Linux /proc: each thread lists the children it started)."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return out
+
+
+def pss_mib(process: subprocess.Popen[bytes]) -> float:
+    """The sum of the PSS of the service and its engine processes: shared pages (the weights in
+    shared memory, the libraries) counted once in all, not once per process as RSS would."""
+    total_kib = 0
+    for pid in family(process.pid):
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total_kib += int(line.split()[1])
+        except OSError:
+            continue
+    return total_kib / 1024
+
+
 def rss_mib(process: subprocess.Popen[bytes]) -> float:
     for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
         if line.startswith("VmRSS"):

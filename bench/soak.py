@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import uvloop
 from loadgen import Request, Sample, encode, open_loop, percentile
-from serving import reviews, rss_mib, served
+from serving import pss_mib, reviews, served
 
 
 def requests(data: Path, rng: random.Random) -> list[Request]:
@@ -87,7 +87,7 @@ async def soak(
         f"{len(all_samples):,} requests at {rate:g}/s for {minutes:g} min: "
         f"statuses {dict(sorted(statuses.items()))}, lost {lost}.",
         "",
-        "| minute | requests | statuses | p50/p99 ms by route | RSS MiB |",
+        "| minute | requests | statuses | p50/p99 ms by route | PSS MiB (all processes) |",
         "|---|---|---|---|---|",
     ]
     return "\n".join(header + rows)
@@ -104,7 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     mix = requests(args.data, random.Random(0))
     with served() as (base, _, process):
-        report = uvloop.run(soak(base, lambda: rss_mib(process), mix, args.rate, args.minutes))
+        report = uvloop.run(soak(base, lambda: pss_mib(process), mix, args.rate, args.minutes))
     print(report)
     if args.out:
         args.out.write_text(report + "\n")

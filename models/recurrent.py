@@ -82,6 +82,15 @@ def length_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
     return torch.arange(steps, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
 
 
+def zero_state(
+    cell: str, num_layers: int, hidden_dim: int, batch: int, like: torch.Tensor
+) -> State:
+    """The state a fresh sequence starts from: zeros (L, B, H) on `like`'s device and dtype,
+    a pair of them for an LSTM (h and c)."""
+    zeros = torch.zeros(num_layers, batch, hidden_dim, device=like.device, dtype=like.dtype)
+    return (zeros, zeros.clone()) if cell == "lstm" else zeros
+
+
 def select_state(state: State, index: torch.Tensor) -> State:
     """Rows `index` of a batched state (batch is dim 1: (L, B, H) -> (L, len(index), H))."""
     if isinstance(state, tuple):

@@ -184,7 +184,7 @@ def explain(checkpoint: Checkpoint, review: Review) -> list[TokenContribution]:
 _NUMBER_MARK = re.compile(r"(?<=\d)([,.])(?=\d)")
 _HYPHEN = re.compile(r"(?<=\w)-(?=\w)")
 _WORD = re.compile(r"@[-,.]@|'\w+|\w+|[^\w\s]")
-_WORD_CHARS = re.compile(r"\w$")
+_WORD_CHARS = re.compile(r"\w\Z")  # \Z, not $: "the\n" ends after a line, not inside "the"
 
 
 def corpus_words(text: str) -> list[str]:
@@ -200,6 +200,7 @@ class NextWordQuery:
     unknown_words: int
     top_k: int
     truncated: bool = False  # the text had more words than max_tokens: only the last were kept
+    unknown_prefix: str | None = None  # a partial word no vocabulary word starts with: read whole
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,7 @@ class NextWordResult:
     context_tokens: int
     unknown_words: int
     truncated: bool = False
+    unknown_prefix: str | None = None
 
 
 def _lookup(checkpoint: Checkpoint, word: str) -> int | None:
@@ -254,10 +256,12 @@ def build_query(checkpoint: Checkpoint, text: str, top_k: int, max_tokens: int) 
     that word as the prefix to complete (an unknown partial word is read as a word instead). Only
     the last `max_tokens` words of context are kept; the query says when there were more."""
     words = corpus_words(text)
-    prefix = None
-    ends_in_word = bool(_WORD_CHARS.search(text))
-    if words and ends_in_word and completion_ids(checkpoint.tokenizer, words[-1]):
-        prefix = words.pop()
+    prefix = unknown_prefix = None
+    if words and _WORD_CHARS.search(text):
+        if completion_ids(checkpoint.tokenizer, words[-1]):
+            prefix = words.pop()
+        else:  # no word starts so: suggest what follows it, and say so
+            unknown_prefix = words[-1]
     truncated = len(words) > max_tokens
     words = words[-max_tokens:] if max_tokens > 0 else []
     ids = [_lookup(checkpoint, w) for w in words]
@@ -266,7 +270,7 @@ def build_query(checkpoint: Checkpoint, text: str, top_k: int, max_tokens: int) 
     start = [eos] if eos is not None else []
     context = start + [checkpoint.tokenizer.unk_id if i is None else i for i in ids]
     return NextWordQuery(
-        context or [checkpoint.tokenizer.unk_id], prefix, unknown, top_k, truncated
+        context or [checkpoint.tokenizer.unk_id], prefix, unknown, top_k, truncated, unknown_prefix
     )
 
 
@@ -281,6 +285,17 @@ def next_word_distributions(
 
 
 _SPECIAL = {EOS, "<unk>", "<pad>"}
+# WikiText's markup: "= Heading =" lines and the "@-@" / "@,@" / "@.@" joiners of split words and
+# numbers. Nobody types them: never suggested (the model still reads them in context).
+_MARKUP = {"=", "@-@", "@,@", "@.@"}
+_HAS_WORD = re.compile(r"\w")
+
+
+def _suggestible(token: str, text_started: bool) -> bool:
+    """A word a person would type; punctuation only once there is text for it to follow."""
+    if token in _SPECIAL or token in _MARKUP:
+        return False
+    return text_started or bool(_HAS_WORD.search(token))
 
 
 def next_words(
@@ -299,20 +314,25 @@ def suggest(
     """Top-k next words, or completions of the word being typed when there are any."""
     tokenizer = checkpoint.tokenizer
     probs = log_probs.exp()
+    started = len(query.context_ids) > 1  # more than the <eos> start marker
     chosen: list[int] = []
     if query.prefix:
         candidates = [
             i
             for i in completion_ids(tokenizer, query.prefix)
-            if tokenizer.id_to_token(i) not in _SPECIAL
+            if _suggestible(tokenizer.id_to_token(i), started)
         ]
         if candidates:
             best = probs[candidates].topk(min(query.top_k, len(candidates))).indices.tolist()
             chosen = [candidates[i] for i in best]
     completing = bool(chosen)
     if not chosen:
-        top = probs.topk(min(query.top_k + len(_SPECIAL), probs.numel())).indices.tolist()
-        chosen = [i for i in top if tokenizer.id_to_token(i) not in _SPECIAL][: query.top_k]
+        # enough candidates that the top_k survive the filter (markup and, at the start of a
+        # text, punctuation take a few of the most likely places)
+        wanted = min(query.top_k + 64, probs.numel())
+        top = probs.topk(wanted).indices.tolist()
+        chosen = [i for i in top if _suggestible(tokenizer.id_to_token(i), started)]
+        chosen = chosen[: query.top_k]
     suggestions = [
         Suggestion(
             WORD_DISPLAY.get(tokenizer.id_to_token(i), tokenizer.id_to_token(i)),
@@ -327,4 +347,5 @@ def suggest(
         len(query.context_ids) - 1,
         query.unknown_words,
         query.truncated,
+        query.unknown_prefix,
     )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from models.architectures import LanguageModel
-from models.recurrent import State, concat_states
+from models.recurrent import State, concat_states, select_state, zero_state
 
 _BASE, _MOD = 1_000_003, (1 << 61) - 1
 
@@ -116,7 +116,9 @@ def read_prefixes(
             last, new_state = model.next_logits(tokens.to(device), concat_states(starts), lengths)
             log_probs = torch.log_softmax(last.float(), dim=-1)  # (B, V)
         for row, index in enumerate(todo):
-            results[index] = (log_probs[row], _row(new_state, row))
+            # one row of the batched state: (L, 1, H), copied out (advanced indexing)
+            row_state = select_state(new_state, torch.tensor([row], device=log_probs.device))
+            results[index] = (log_probs[row], row_state)
             if cache is not None:
                 cache.put(prompts[index], *results[index])
     return [results[i] for i in range(len(prompts))]
@@ -126,15 +128,7 @@ def _start_state(model: LanguageModel, entry: CachedPrefix | None) -> State:
     """The cached state, or the zero state a fresh sequence starts from."""
     if entry is not None:
         return entry.state
-    config, param = model.config, next(model.parameters())
-    zeros = torch.zeros(
-        config.num_layers, 1, config.hidden_dim, device=param.device, dtype=param.dtype
+    config = model.config
+    return zero_state(
+        config.cell, config.num_layers, config.hidden_dim, 1, next(model.parameters())
     )
-    return (zeros, zeros.clone()) if config.cell == "lstm" else zeros
-
-
-def _row(state: State, row: int) -> State:
-    """One sequence's state (batch dim 1), copied out of a batched one."""
-    if isinstance(state, tuple):
-        return (state[0][:, row : row + 1].clone(), state[1][:, row : row + 1].clone())
-    return state[:, row : row + 1].clone()

@@ -11,14 +11,13 @@ from typing import Any
 
 import torch
 
+from models import devices
 from models.architectures import count_parameters
-from models.checkpoint import MANIFEST, WEIGHTS, Checkpoint, CheckpointError, load_checkpoint
+from models.checkpoint import STORAGE_DTYPES, Checkpoint, CheckpointError, load_checkpoint
 from service.errors import ModelNotFound, ModelUnavailable, NotReady
 from service.settings import Settings
 
 logger = logging.getLogger("lstm_serve.registry")
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class StartupError(Exception):
@@ -26,20 +25,11 @@ class StartupError(Exception):
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The configured device, or StartupError naming it and what this machine has."""
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise StartupError(f"device {name!r} is not one of auto, cpu, cuda, cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise StartupError(f"device {name!r} requested but no CUDA device is available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise StartupError(f"device {name!r}: only {torch.cuda.device_count()} CUDA devices")
-    elif device.type != "cpu":
-        raise StartupError(f"device {name!r} is not one of auto, cpu, cuda, cuda:N")
-    return device
+        return devices.resolve_device(name)
+    except devices.DeviceError as error:
+        raise StartupError(str(error)) from None
 
 
 def check_dtype(device: torch.device, dtype: str) -> torch.dtype:
@@ -52,7 +42,7 @@ def check_dtype(device: torch.device, dtype: str) -> torch.dtype:
         raise StartupError(
             f"dtype bfloat16 is not supported by {torch.cuda.get_device_name(device)}"
         )
-    return DTYPES[dtype]
+    return STORAGE_DTYPES[dtype]
 
 
 _ABSOLUTE_PATH = re.compile(r"(?:/[^/\s'\"():,;]+){2,}")
@@ -79,7 +69,10 @@ class LoadedModel:
     and answers; the weights, in shared memory, are computed on by the engines."""
 
     checkpoint: Checkpoint
-    version: str
+
+    @property
+    def version(self) -> str:
+        return self.checkpoint.version
 
     @property
     def task(self) -> str:
@@ -108,14 +101,12 @@ class Registry:
         for name, path in self.settings.checkpoint_paths().items():
             try:
                 checkpoint = load_checkpoint(path, name=name)
-                manifest = (path / MANIFEST).read_text().splitlines()
-                version = next(line[:12] for line in manifest if line.endswith(WEIGHTS))
             except Exception as error:
                 self._failed(name, path, error)
                 continue
             if share:
                 checkpoint.model.share_memory()
-            self.models[name] = LoadedModel(checkpoint, version)
+            self.models[name] = LoadedModel(checkpoint)
             checkpoints[name] = checkpoint
             logger.info(
                 "loaded %s (%s, %d parameters)",
@@ -140,7 +131,8 @@ class Registry:
         StartupError unless allow_partial."""
         for name, reason in warm_up_failures.items():
             self.models.pop(name, None)
-            self.failures[name] = reason
+            # the file and the problem, never a directory of this machine
+            self.failures[name] = _ABSOLUTE_PATH.sub(lambda m: m.group().rsplit("/", 1)[1], reason)
             logger.error("model %s failed its warm-up: %s", name, reason)
         if self.failures and not self.settings.allow_partial:
             detail = "; ".join(f"{n}: {r}" for n, r in self.failures.items())

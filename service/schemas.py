@@ -6,7 +6,7 @@ import re
 import unicodedata
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MODEL_FIELD = Field(
     None,
@@ -16,12 +16,25 @@ MODEL_FIELD = Field(
 )
 
 
+def _integral(value: Any) -> Any:
+    """A JSON number with no fraction (2.0, 1e3) is the integer JSON Schema says it is; any
+    other type still fails the strict integer check ("2" and true are not 2 or 1)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 class StrictModel(BaseModel):
     """Unknown fields are an error, never silently ignored; values are never converted from
     another JSON type ("5" is not 5, true is not 1). A JSON integer is a valid number for a float
     field, and a number without a fraction (2.0) a valid integer, as JSON Schema has them."""
 
     model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _integral_numbers(cls, value: Any) -> Any:
+        return _integral(value)
 
 
 MAX_BATCH_TEXTS = 1024  # the most LSTM_SERVE_MAX_BATCH_TEXTS allows; /docs shows the setting
@@ -48,15 +61,6 @@ def _not_blank(value: str, field: str) -> str:
     return value
 
 
-def _integral(value: Any) -> Any:
-    """A JSON number with no fraction (2.0, 1e3) is the integer JSON Schema says it is; any
-    other type still fails the strict integer check ("2" and true are not 2 or 1)."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-Integer = Annotated[int, BeforeValidator(_integral)]
 VisibleText = Annotated[str, Field(json_schema_extra={"pattern": NOT_BLANK})]
 
 
@@ -180,7 +184,7 @@ class NextWordRequest(StrictModel):
         description="Text so far. If it ends inside a word, suggestions complete that word.",
         examples=["The history of the"],
     )
-    top_k: Integer = Field(3, ge=1, le=20, description="How many suggestions.")
+    top_k: int = Field(3, ge=1, le=20, description="How many suggestions.")
     model: str | None = MODEL_FIELD
 
 
@@ -199,6 +203,11 @@ class NextWordResponse(BaseModel):
     )
     context_tokens: int = Field(description="Words of context the model read.")
     unknown_words: int = Field(description="Context words outside the vocabulary (read as <unk>).")
+    unknown_prefix: str | None = Field(
+        None,
+        description="When the text ends inside a word that no vocabulary word starts with: that "
+        "word, read as a whole (unknown) word; the suggestions are next words, not completions.",
+    )
     model: str
     model_version: str
 
@@ -208,13 +217,11 @@ class NextWordResponse(BaseModel):
 
 class GenerateRequest(StrictModel):
     prompt: str = Field(min_length=1, description="Text to continue.", examples=["ROMEO:\n"])
-    max_new_tokens: Integer = Field(200, ge=1, le=2000, description="Tokens to generate at most.")
+    max_new_tokens: int = Field(200, ge=1, le=2000, description="Tokens to generate at most.")
     temperature: float = Field(
         0.8, ge=0.0, le=5.0, allow_inf_nan=False, description="0 is greedy; higher is more random."
     )
-    top_k: Integer = Field(
-        0, ge=0, le=100_000, description="Sample among the k most likely (0: all)."
-    )
+    top_k: int = Field(0, ge=0, le=100_000, description="Sample among the k most likely (0: all).")
     top_p: float = Field(
         1.0,
         gt=0.0,
@@ -222,10 +229,10 @@ class GenerateRequest(StrictModel):
         allow_inf_nan=False,
         description="Sample within this probability mass (1: all).",
     )
-    seed: Integer | None = Field(
+    seed: int | None = Field(
         None,
         ge=0,
-        le=2**63 - 1,
+        le=2**53 - 1,  # exact in every JSON parser (beyond it, doubles round: 2**63 is not)
         description="Same seed, same text. Drawn and returned when omitted.",
     )
     stop: list[str] = Field(
@@ -252,7 +259,12 @@ class GenerateRequest(StrictModel):
 class GenerateResponse(BaseModel):
     text: str = Field(description="The generated text (without the prompt).")
     tokens: int = Field(description="Tokens generated.")
-    finish_reason: Literal["length", "stop_sequence"]
+    finish_reason: Literal["length", "stop_sequence", "time_limit"] = Field(
+        description="`length`: max_new_tokens reached; `stop_sequence`: a stop sequence was "
+        "generated (it is not in `text`); `time_limit`: the deadline passed "
+        "(LSTM_SERVE_REQUEST_TIMEOUT_S, or LSTM_SERVE_STREAM_TIMEOUT_S for a stream), `text` "
+        "is what was generated until then."
+    )
     seed: int | None = Field(
         description="The seed that gives this text again; null for greedy decoding "
         "(temperature 0), which draws nothing."

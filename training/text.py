@@ -75,12 +75,11 @@ def load_char_splits(config: LanguageModelTrainConfig) -> TextSplits:
     blocks = [text[i : min(i + block, test_start)] for i in range(0, test_start, block)]
     valid = [b for i, b in enumerate(blocks) if i % every == every - 1]
     train = [b for i, b in enumerate(blocks) if i % every != every - 1]
+    # the corpus's name: its folder's for the canonical file name (tinyshakespeare/input.txt)
+    file_name = path.name.removesuffix(".gz")
+    name = path.parent.name if file_name == "input.txt" else file_name.rsplit(".", 1)[0]
     return TextSplits(
-        "".join(train),
-        "".join(valid),
-        text[test_start:],
-        path.name.removesuffix(".gz"),
-        {path.name: sha256_of(path)},
+        "".join(train), "".join(valid), text[test_start:], name, {path.name: sha256_of(path)}
     )
 
 

@@ -123,6 +123,7 @@ async def next_word(body: NextWordRequest, state: State, request: Request) -> Ne
         truncated=result.truncated,
         context_tokens=result.context_tokens,
         unknown_words=result.unknown_words,
+        unknown_prefix=result.unknown_prefix,
         model=name,
         model_version=loaded.version,
     )

@@ -42,7 +42,7 @@ from service.engine.protocol import (
     Submit,
     frame,
 )
-from service.engine.worker import EngineSpec, engine_main
+from service.engine.worker import EngineSpec, Worker, engine_main, run_worker
 from service.errors import (
     DeadlineExceeded,
     EngineFailed,
@@ -101,6 +101,7 @@ class _Engine:
     spec: EngineSpec
     writer: asyncio.StreamWriter | None = None
     process: Any = None  # a spawned process, or the thread of an in-process engine
+    local: Worker | None = None  # the in-process engine itself (LSTM_SERVE_ENGINES=0)
     reader: asyncio.Task[None] | None = None
     ready: asyncio.Future[Ready] | None = None
     alive: bool = False
@@ -153,8 +154,9 @@ class EngineClient:
     async def _launch(self, engine: _Engine) -> Ready:
         ours, theirs = socket.socketpair()
         if self.settings.engines == 0:
+            engine.local = Worker(theirs, engine.spec)
             engine.process = threading.Thread(
-                target=engine_main, args=(theirs, engine.spec, False), name="engine", daemon=True
+                target=run_worker, args=(engine.local,), name="engine", daemon=True
             )
             engine.process.start()
         else:
@@ -287,8 +289,8 @@ class EngineClient:
 
     def refusal(self, operation: str) -> ServiceError | None:
         """The error to answer at once when `operation` has no room on any engine (before any
-        work is spent on the request), or None. Room per engine: `max_queue` waiting requests
-        beyond the batch it computes; for generation, `max_queue` waiting beyond the running."""
+        work is spent on the request), or None. Room per engine: `max_queue` requests sent and
+        not yet answered; for generation, `max_queue` waiting beyond the running ones."""
         alive = [e for e in self.engines if e.alive]
         if not alive:
             if not self.engines:
@@ -301,14 +303,13 @@ class EngineClient:
             if running < room * len(alive):
                 return None
             return Overloaded(f"{running} generations are running or waiting; retry later", 1)
-        room = settings.max_batch_size + settings.max_queue
         waiting = sum(e.outstanding[operation] for e in alive)
-        if waiting < room * len(alive):
+        if waiting < settings.max_queue * len(alive):
             return None
         seconds = waiting * self._seconds_per_item[operation] / len(alive)
+        engines = f"{len(alive)} engines" if len(alive) > 1 else "1 engine"
         message = (
-            f"the {operation} queues are full ({waiting} requests waiting on {len(alive)} "
-            "engines); retry later"
+            f"the {operation} queue is full ({waiting} requests waiting on {engines}); retry later"
         )
         return Overloaded(message, max(1, math.ceil(seconds)))
 
@@ -352,6 +353,12 @@ class EngineClient:
             "pids": [e.pid for e in self.engines],
             "answered": [e.answered for e in self.engines],
         }
+
+    def local_worker(self) -> Worker:
+        """The engine running on a thread of this process (LSTM_SERVE_ENGINES=0), to inspect."""
+        (engine,) = self.engines
+        assert engine.local is not None, "engines run in their own processes"
+        return engine.local
 
     def generating(self) -> int:
         """Generations running or waiting on the engines."""

@@ -83,11 +83,15 @@ def engine_main(sock: socket.socket, spec: EngineSpec, own_process: bool = True)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    torch.set_num_threads(spec.threads)
+    run_worker(Worker(sock, spec))
+
+
+def run_worker(worker: Worker) -> None:
+    torch.set_num_threads(worker.spec.threads)
     try:
-        Worker(sock, spec).run()
+        worker.run()
     finally:
-        sock.close()
+        worker.sock.close()
 
 
 class Worker:
@@ -123,7 +127,7 @@ class Worker:
                 warm_up(served)
             except Exception as error:  # reported to the HTTP process, which decides
                 logger.exception("engine %d: model %s failed its warm-up", self.spec.index, name)
-                failures[name] = f"warm-up failed: {error!r}"[:500]
+                failures[name] = repr(error)[:500]
                 continue
             self.served[name] = served
             for operation in BATCH_OPERATIONS:

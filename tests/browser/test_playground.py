@@ -142,7 +142,7 @@ def test_the_stop_button_ends_the_stream_and_the_generation(
     page: Page, make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with live_server(make_settings()) as server:
-        scheduler = server.state.registry.models["generate"].scheduler
+        scheduler = server.state.engine.local_worker().served["generate"].scheduler
         assert scheduler is not None
         step = scheduler.step
 

@@ -293,6 +293,7 @@ def test_health_live_and_ready(client: TestClient) -> None:
     assert ready.json() == {
         "status": "ok",
         "models": {"sentiment": "ready", "next-word": "ready", "generate": "ready"},
+        "engines": {"engines": 1, "alive": 1, "restarts": 0},
     }
 
 

@@ -229,9 +229,9 @@ def test_not_ready_until_models_are_loaded(make_settings: SettingsFactory) -> No
     registry = app.state.service.registry
     load_all, release = registry.load_all, threading.Event()
 
-    def gated_load_all() -> None:
+    def gated_load_all(share: bool) -> Any:
         assert release.wait(30), "the test never released loading"
-        load_all()
+        return load_all(share)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(registry, "load_all", gated_load_all)
@@ -273,14 +273,14 @@ def test_a_full_queue_answers_503_with_retry_after(make_settings: SettingsFactor
                 assert "queue is full" in answer["error"]
         assert first.result(timeout=10).status_code == 200
         metrics = state_of(client).metrics.registry
-        labels = {"operation": "sentiment:sentiment"}
+        labels = {"operation": "sentiment"}
         assert metrics.get_sample_value("lstm_serve_rejected_total", labels) == 2
 
 
 def test_too_many_generations_answer_503_with_retry_after(make_settings: SettingsFactory) -> None:
     with serve(make_settings(max_active_generations=1, max_queue=1)) as client:
         state = state_of(client)
-        scheduler = state.registry.models["generate"].scheduler
+        scheduler = state.engine.local_worker().served["generate"].scheduler
         assert scheduler is not None
         body = {"prompt": "to", "max_new_tokens": 3, "seed": 1}
         with ThreadPoolExecutor(2) as pool, engine_blocked(state.engine):

@@ -200,7 +200,7 @@ def test_a_generation_step_that_raises_fails_its_sequences_and_the_engine_goes_o
     sequences advanced together are that step's batch."""
     with serve(make_settings()) as client, ThreadPoolExecutor(3) as pool:
         state = state_of(client)
-        scheduler = state.registry.models["generate"].scheduler
+        scheduler = state.engine.local_worker().served["generate"].scheduler
         assert scheduler is not None
         calls = 0
 
@@ -345,6 +345,18 @@ def _dechunk(data: bytes) -> bytes:
         out, data = out + data[:size], data[size + 2 :]
 
 
+def _engine_processes(pid: int) -> list[int]:
+    """The engine processes among a process's children (Linux /proc; each thread lists the
+    children it started)."""
+    tasks = Path(f"/proc/{pid}/task").iterdir()
+    children = [c for task in tasks for c in (task / "children").read_text().split()]
+    return [
+        int(child)
+        for child in children
+        if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
+
+
 @pytest.fixture
 def service_process(
     checkpoints: Checkpoints, tmp_path: Path
@@ -355,6 +367,7 @@ def service_process(
         "LSTM_SERVE_ARTIFACTS_DIR": str(checkpoints.root),
         "LSTM_SERVE_DEVICE": "cpu",
         "LSTM_SERVE_LOG_LEVEL": "warning",
+        "LSTM_SERVE_ENGINES": "2",  # real engine processes: they must drain and exit too
     }
     log = (tmp_path / "service.log").open("wb")
     process = subprocess.Popen(
@@ -378,8 +391,11 @@ def test_sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_0(
 ) -> None:
     process, port = service_process
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20) as http:
-        wait_until(lambda: not _refused(port), 15, "the service to listen")
-        wait_ready(http, 15)
+        # generous: a busy machine takes long to start three processes that import torch
+        wait_until(lambda: not _refused(port), 60, "the service to listen")
+        wait_ready(http, 120)
+        engines = _engine_processes(process.pid)
+        assert len(engines) == 2
         long = {"prompt": "to be", "max_new_tokens": 2000}
         held = [
             HeldRequest(port, "/generate", {**long, "seed": 1}),
@@ -396,6 +412,7 @@ def test_sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_0(
     answers = [request.finish() for request in held]
     assert process.wait(GRACE_S) == 0, (tmp_path / "service.log").read_text()
     assert time.monotonic() - signalled < GRACE_S
+    assert not [pid for pid in engines if Path(f"/proc/{pid}").exists()]  # no engine left
     assert [status for status, _ in answers] == [200] * len(held)
     generated = json.loads(answers[0][1])
     assert (generated["tokens"], generated["finish_reason"]) == (2000, "length")

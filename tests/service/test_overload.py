@@ -37,7 +37,7 @@ def test_a_full_queue_refuses_before_reading_the_request(make_settings: Settings
                 answer = assert_error(response, 503, "overloaded")
                 assert response.headers["retry-after"] == "1"
                 assert answer["error"] == (
-                    "the sentiment:sentiment queue is full (1 requests waiting); retry later"
+                    "the sentiment queue is full (1 requests waiting on 1 engine); retry later"
                 )
             # another operation, with room in its queue, is not refused
             other = pool.submit(client.post, "/next-word", json={"text": "the"})
@@ -48,7 +48,7 @@ def test_a_full_queue_refuses_before_reading_the_request(make_settings: Settings
         metrics = state_of(client).metrics.registry
         assert (
             metrics.get_sample_value(
-                "lstm_serve_rejected_total", {"operation": "sentiment:sentiment"}
+                "lstm_serve_rejected_total", {"operation": "sentiment"}
             )
             == 3
         )
@@ -129,7 +129,9 @@ def test_a_short_soak_answers_every_request_and_stays_within_its_bounds(
         with httpx.Client(base_url=base) as client:
             wait_ready(client)
         state = app.state.service
-        caches = [state.registry.models[name].cache for name in ("next-word", "generate")]
+        caches = [
+            state.engine.local_worker().served[name].cache for name in ("next-word", "generate")
+        ]
         for cache in caches:  # a budget the traffic below overflows many times
             cache.max_bytes = 2_000
 
@@ -152,5 +154,6 @@ def test_a_short_soak_answers_every_request_and_stays_within_its_bounds(
         for cache, distinct in zip(caches, (360, 60), strict=True):
             assert 0 < cache.bytes <= 2_000
             assert 0 < len(cache) < distinct / 3
-        wait_until(lambda: state.registry.models["generate"].scheduler.active() == 0)
-        assert all(state.engine.pending(key) == 0 for key in state.engine._queues)
+        wait_until(lambda: state.engine.local_worker().served["generate"].scheduler.active() == 0)
+        assert state.engine.pending("sentiment") == state.engine.pending("next-word") == 0
+        assert state.engine.generating() == 0

@@ -31,6 +31,8 @@ from models.checkpoint import WEIGHTS
 from service.__main__ import main
 from service.api.middleware import RequestMiddleware
 from service.app import create_app
+from service.engine import SENTIMENT, BatchOperation
+from service.engine.operations import BATCH_OPERATIONS
 from service.server import MAX_HEAD_BYTES, BoundedHeadProtocol
 from tests.service.conftest import Checkpoints, SettingsFactory
 from tests.service.support import (
@@ -92,11 +94,17 @@ def test_pickles_planted_in_a_checkpoint_never_run(
 
 
 def test_the_served_code_never_unpickles() -> None:
-    """models/ and service/ call nothing that unpickles (torch.load, pickle, joblib, dill)."""
+    """models/ and service/ call nothing that unpickles (torch.load, pickle, joblib, dill), but
+    the engines' own wire: frames between the HTTP process and the engine processes it started,
+    over a socket pair that no other process holds (nothing a client or a checkpoint holds is
+    unpickled)."""
     loader = re.compile(r"torch\.load\(|\bimport (pickle|joblib|dill|cloudpickle)\b|pickle\.load")
     files = [*ROOT.glob("models/**/*.py"), *ROOT.glob("service/**/*.py")]
     assert len(files) > 10
-    assert [f.relative_to(ROOT) for f in files if loader.search(f.read_text())] == []
+    unpickling = [str(f.relative_to(ROOT)) for f in files if loader.search(f.read_text())]
+    assert unpickling == ["service/engine/protocol.py"]
+    client = (ROOT / "service/engine/client.py").read_text()
+    assert "socket.socketpair()" in client and "listen(" not in client
 
 
 # ---- the API key ----
@@ -349,7 +357,10 @@ def test_a_refused_preflight_is_the_error_envelope(cors_client: TestClient) -> N
 
 
 def test_error_bodies_never_show_a_traceback_or_a_path(
-    make_settings: SettingsFactory, checkpoints: Checkpoints, tmp_path: Path
+    make_settings: SettingsFactory,
+    checkpoints: Checkpoints,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A bug in a route and in the model (500s), a checkpoint that failed to load (/health/ready,
     /models, 503), a 404 on a path: no traceback, no file name of the code, no directory."""
@@ -366,10 +377,14 @@ def test_error_bodies_never_show_a_traceback_or_a_path(
     with TestClient(app, raise_server_exceptions=False) as client:
         wait_ready(client)
 
-        def model_bug(items: Any) -> Any:
+        def model_bug(served: Any, items: Any) -> Any:
             raise OSError(2, "No such file or directory", str(checkpoints.root / WEIGHTS))
 
-        state_of(client).engine.register("sentiment:sentiment", model_bug)
+        monkeypatch.setitem(
+            BATCH_OPERATIONS,
+            SENTIMENT.name,
+            BatchOperation(SENTIMENT.name, model_bug, SENTIMENT.affinity),  # type: ignore[arg-type]
+        )
         answers = [
             client.get("/leaky"),
             client.post("/sentiment", json={"text": "a film"}),

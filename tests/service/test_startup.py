@@ -64,6 +64,7 @@ def test_allow_partial_serves_the_models_that_loaded(
         assert ready == {
             "status": "ok",
             "models": {name: "ready" for name in ALL} | {"broken": "unavailable"},
+            "engines": {"engines": 1, "alive": 1, "restarts": 0},
         }
         assert client.get("/health/live").status_code == 200
         models = {m["name"]: m for m in client.get("/models").json()["models"]}
@@ -136,7 +137,7 @@ def test_with_allow_partial_a_model_that_cannot_run_is_unavailable_and_given_no_
     settings = make_settings(models=["sentiment", f"odd={odd}"], allow_partial=True)
     with serve(settings) as client:
         assert state_of(client).registry.failures == {"odd": "AssertionError()"}
-        assert "odd:sentiment" not in state_of(client).engine._queues
+        assert "odd" not in state_of(client).registry.models  # no engine is given its work
         response = client.post("/sentiment", json={"text": "abc", "model": "odd"})
         assert_error(response, 503, "model_unavailable")
         assert client.post("/sentiment", json={"text": "a fine film"}).status_code == 200
@@ -159,7 +160,7 @@ def test_an_unexpected_startup_error_is_told_to_clients_without_its_path(
     """An error outside any one checkpoint (not a StartupError) fails startup; what clients read
     names the file and the problem, never the directory or a traceback; the log has both."""
 
-    def load_all(self: Registry) -> None:
+    def load_all(self: Registry, share: bool) -> None:
         raise error
 
     monkeypatch.setattr(Registry, "load_all", load_all)

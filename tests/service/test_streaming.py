@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.engine.worker import Worker
 from service.generation import (
     Event,
     FinishEvent,
@@ -104,19 +105,19 @@ def test_validation_error_with_stream_is_a_plain_422(
 
 @dataclass
 class Spy:
-    """The requests submitted to a scheduler and every event it emitted for them. After emitting
-    token `pause_after`, the inference thread waits until `resume` is set: the generation is
-    frozen mid-way, whatever the speed of this machine."""
+    """The requests submitted to a scheduler and every event it emitted for them. Once token
+    `pause_after` has been sent, the engine is held before its next step (it still reads its
+    messages, a cancellation among them): the generation is frozen mid-way, whatever the speed
+    of this machine, until the engine is released."""
 
     pause_after: int
     requests: list[GenerationRequest] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     paused: threading.Event = field(default_factory=threading.Event)
-    resume: threading.Event = field(default_factory=threading.Event)
 
 
-def _spy_on(scheduler: GenerationScheduler, patch: pytest.MonkeyPatch, pause_after: int) -> Spy:
-    spy, submit = Spy(pause_after), scheduler.submit
+def _spy_on(worker: Worker, scheduler: GenerationScheduler, patch: pytest.MonkeyPatch) -> Spy:
+    spy, submit, step = Spy(pause_after=1), scheduler.submit, scheduler.step
 
     def recording_submit(request: GenerationRequest) -> None:
         emit = request.emit
@@ -124,15 +125,21 @@ def _spy_on(scheduler: GenerationScheduler, patch: pytest.MonkeyPatch, pause_aft
         def recording_emit(event: Event) -> None:
             spy.events.append(event)
             emit(event)
-            if isinstance(event, TokenEvent) and event.index == spy.pause_after:
-                spy.paused.set()
-                spy.resume.wait(10)
 
         request.emit = recording_emit
         spy.requests.append(request)
         submit(request)
 
+    def pausing_step() -> None:
+        tokens = sum(1 for e in spy.events if isinstance(e, TokenEvent))
+        if tokens > spy.pause_after and not spy.paused.is_set():
+            worker.held = True  # as a "hold" message would: the next turn computes nothing
+            spy.paused.set()
+            return
+        step()
+
     patch.setattr(scheduler, "submit", recording_submit)
+    patch.setattr(scheduler, "step", pausing_step)
     return spy
 
 
@@ -141,9 +148,10 @@ def test_a_client_that_disconnects_stops_its_generation(make_settings: SettingsF
     state = app.state.service
     with running_server(app) as url, httpx.Client(base_url=url, timeout=10) as http:
         wait_ready(http)
-        scheduler = state.registry.models["generate"].scheduler
+        worker = state.engine.local_worker()
+        scheduler = worker.served["generate"].scheduler
         with pytest.MonkeyPatch.context() as patch:
-            spy = _spy_on(scheduler, patch, pause_after=1)
+            spy = _spy_on(worker, scheduler, patch)
             try:
                 body = {"prompt": "to be", "max_new_tokens": 2000, "seed": 1}
                 with http.stream("POST", "/generate/stream", json=body) as response:
@@ -154,13 +162,13 @@ def test_a_client_that_disconnects_stops_its_generation(make_settings: SettingsF
                         if seen == 2:
                             break
                     assert seen == 2
-                    assert spy.paused.is_set()
+                    wait_until(spy.paused.is_set, 5, "the engine to pause")
                 # the response is closed mid-stream: the server must notice and cancel
                 (request,) = spy.requests
                 wait_until(request.cancelled.is_set, 5, "the server to notice the disconnect")
                 assert scheduler.active() == 1  # frozen after its second token
             finally:
-                spy.resume.set()
+                state.engine.control("release")
             wait_until(lambda: scheduler.active() == 0, 5, "the generation to stop")
         finishes = [e for e in spy.events if isinstance(e, FinishEvent)]
         assert finishes == [FinishEvent(finishes[0].text, 2, "cancelled")]

@@ -1,0 +1,43 @@
+"""How next-word reads the end of a text: a line break ends a word (Enter after a word asks for
+the next one), a partial word no vocabulary word starts with is said so, and WikiText's markup
+is never suggested."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from service.inference import _suggestible
+
+
+def _next_word(client: TestClient, text: str) -> dict[str, Any]:
+    response = client.post("/next-word", json={"text": text})
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def test_a_line_break_after_a_word_asks_for_the_next_word(client: TestClient) -> None:
+    typing = _next_word(client, "the hist")
+    assert (typing["completing"], typing["prefix"]) == (True, "hist")
+    for text in ("the history\n", "the history\r\n", "the history "):
+        answer = _next_word(client, text)
+        assert (answer["completing"], answer["prefix"]) == (False, None), text
+        assert answer["context_tokens"] == 2
+
+
+def test_an_unknown_partial_word_is_named_in_the_answer(client: TestClient) -> None:
+    answer = _next_word(client, "the zzq")
+    assert answer["completing"] is False
+    assert answer["unknown_prefix"] == "zzq"
+    assert answer["unknown_words"] == 1
+    assert _next_word(client, "the hist")["unknown_prefix"] is None
+
+
+def test_markup_is_never_suggested_and_punctuation_only_after_some_text() -> None:
+    for markup in ("=", "@-@", "@,@", "@.@", "<eos>", "<unk>"):
+        assert not _suggestible(markup, text_started=True)
+    assert _suggestible("The", text_started=False)
+    assert not _suggestible('"', text_started=False)
+    assert _suggestible(",", text_started=True)
