@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from service.api import openapi
 from service.api.field_hints import hint_unknown_field
 from service.api.responses import error_response
 from service.errors import (
@@ -89,6 +90,10 @@ def _http_error(
 
 
 def install(app: FastAPI) -> None:
+    """The error handlers, and the OpenAPI document that describes the answers (its security
+    and limits as configured: service.api.openapi)."""
+    openapi.install(app)
+
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, error: ServiceError) -> JSONResponse:
         kind = kind_of(error)

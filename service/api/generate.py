@@ -78,7 +78,7 @@ class _Run:
     ) -> None:
         self.prompt_ids, self.prompt_tokens, self.unknown = _prompt_ids(loaded, body.prompt)
         self.greedy = body.temperature == 0
-        self.seed = body.seed if body.seed is not None else secrets.randbits(63)
+        self.seed = body.seed if body.seed is not None else secrets.randbits(53)
         settings = state.settings
         limit = settings.stream_timeout_s if stream else settings.request_timeout_s
         job = GenerationJob(
