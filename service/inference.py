@@ -30,6 +30,17 @@ class Review:
 
 
 @dataclass(frozen=True)
+class SentimentQuery:
+    """A text to classify, as the route validated it; tokenised by the engine that computes it
+    (tokenising an IMDB review cost about as much as the HTTP handling of its request, and the
+    engines are as many as the cores)."""
+
+    text: str
+    explain: bool = False
+    trajectory: bool = False
+
+
+@dataclass(frozen=True)
 class TokenContribution:
     token: str
     start: int
@@ -74,6 +85,15 @@ def encode_review(
 # padded path is exact (padding trails every row), so a batch is sorted by length and cut into
 # groups of at most GROUP_SIZE whose padding stays under MAX_PADDING of the group's cells.
 GROUP_SIZE, MAX_PADDING = 8, 0.2
+
+
+def classify_texts(
+    checkpoint: Checkpoint, queries: Sequence[SentimentQuery]
+) -> list[SentimentResult]:
+    """Tokenise, then classify, a batch of texts."""
+    return classify(
+        checkpoint, [encode_review(checkpoint, q.text, q.explain, q.trajectory) for q in queries]
+    )
 
 
 def length_groups(lengths: Sequence[int]) -> list[list[int]]:
@@ -204,6 +224,21 @@ class NextWordQuery:
 
 
 @dataclass(frozen=True)
+class NextWordText:
+    """A next-word request as the route validated it; read into the corpus's words by the engine
+    that computes it."""
+
+    text: str
+    top_k: int
+
+    def affinity(self) -> int | None:
+        """Texts that begin with the same three words go to the same engine (a user typing extends
+        their own text: that engine caches its prefix); a shorter text goes anywhere."""
+        words = self.text.split(None, 3)
+        return hash(tuple(words[:3])) if len(words) > 3 else None
+
+
+@dataclass(frozen=True)
 class Suggestion:
     word: str
     probability: float
@@ -296,6 +331,16 @@ def _suggestible(token: str, text_started: bool) -> bool:
     if token in _SPECIAL or token in _MARKUP:
         return False
     return text_started or bool(_HAS_WORD.search(token))
+
+
+def next_words_of_texts(
+    checkpoint: Checkpoint, texts: Sequence[NextWordText], cache: PrefixCache | None
+) -> list[NextWordResult]:
+    """Read each text into the model's words (its last max_length of them), then suggest."""
+    limit = checkpoint.config.max_length
+    return next_words(
+        checkpoint, [build_query(checkpoint, t.text, t.top_k, limit) for t in texts], cache
+    )
 
 
 def next_words(

@@ -74,8 +74,8 @@ async def sentiment(body: SentimentRequest, state: State, request: Request) -> S
     check_length("text", body.text, state.settings.max_text_chars)
     name, loaded = state.registry.get(body.model, "sentiment")
     request.state.model = name
-    review = inference.encode_review(loaded.checkpoint, body.text, body.explain, body.trajectory)
-    result = await _run(state, SENTIMENT, name, review)
+    query = inference.SentimentQuery(body.text, body.explain, body.trajectory)
+    result = await _run(state, SENTIMENT, name, query)
     labels = loaded.checkpoint.config.labels
     return SentimentResponse(
         **_result(labels, result).model_dump(),
@@ -97,7 +97,7 @@ async def sentiment_batch(
         check_length(f"texts[{index}]", text, state.settings.max_text_chars)
     name, loaded = state.registry.get(body.model, "sentiment")
     request.state.model = name
-    reviews = [inference.encode_review(loaded.checkpoint, t, body.explain) for t in body.texts]
+    reviews = [inference.SentimentQuery(t, body.explain) for t in body.texts]
     results = await asyncio.gather(*(_run(state, SENTIMENT, name, r) for r in reviews))
     return SentimentBatchResponse(
         results=[_result(loaded.checkpoint.config.labels, r) for r in results],
@@ -112,10 +112,7 @@ async def next_word(body: NextWordRequest, state: State, request: Request) -> Ne
     check_length("text", body.text, state.settings.max_text_chars)
     name, loaded = state.registry.get(body.model, "next-word")
     request.state.model = name
-    query = inference.build_query(
-        loaded.checkpoint, body.text, body.top_k, loaded.checkpoint.config.max_length
-    )
-    result = await _run(state, NEXT_WORD, name, query)
+    result = await _run(state, NEXT_WORD, name, inference.NextWordText(body.text, body.top_k))
     return NextWordResponse(
         suggestions=[s.__dict__ for s in result.suggestions],
         completing=result.completing,

@@ -16,12 +16,6 @@ from service.prefix_cache import PrefixCache
 Req = TypeVar("Req")
 Res = TypeVar("Res")
 
-# Next-word requests whose first AFFINITY_TOKENS tokens (the <eos> start marker and three words)
-# agree go to the same engine: a user typing extends their own text, so the engine holding its
-# cached prefix state reads only the new words. A shorter text goes to the least loaded engine
-# (reading it anew costs little).
-AFFINITY_TOKENS = 4
-
 
 @dataclass
 class Served:
@@ -43,32 +37,26 @@ class BatchOperation(Generic[Req, Res]):
 
 
 def _classify(
-    served: Served, reviews: Sequence[inference.Review]
+    served: Served, queries: Sequence[inference.SentimentQuery]
 ) -> list[inference.SentimentResult]:
-    return inference.classify(served.checkpoint, reviews)
+    return inference.classify_texts(served.checkpoint, queries)
 
 
 def _next_words(
-    served: Served, queries: Sequence[inference.NextWordQuery]
+    served: Served, texts: Sequence[inference.NextWordText]
 ) -> list[inference.NextWordResult]:
-    return inference.next_words(served.checkpoint, queries, served.cache)
+    return inference.next_words_of_texts(served.checkpoint, texts, served.cache)
 
 
 def _no_affinity(_: object) -> None:
     return None
 
 
-def _prefix_affinity(query: inference.NextWordQuery) -> int | None:
-    if len(query.context_ids) < AFFINITY_TOKENS:
-        return None
-    return hash(tuple(query.context_ids[:AFFINITY_TOKENS]))
-
-
-SENTIMENT: BatchOperation[inference.Review, inference.SentimentResult] = BatchOperation(
+SENTIMENT: BatchOperation[inference.SentimentQuery, inference.SentimentResult] = BatchOperation(
     "sentiment", _classify, _no_affinity
 )
-NEXT_WORD: BatchOperation[inference.NextWordQuery, inference.NextWordResult] = BatchOperation(
-    "next-word", _next_words, _prefix_affinity
+NEXT_WORD: BatchOperation[inference.NextWordText, inference.NextWordResult] = BatchOperation(
+    "next-word", _next_words, inference.NextWordText.affinity
 )
 # Generation is not batched per request but stepped (continuous batching): EngineClient.generate.
 GENERATE = "generate"

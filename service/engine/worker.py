@@ -355,8 +355,7 @@ def warm_up(served: Served) -> None:
     and a model that loads but cannot run is found before it is given work."""
     checkpoint = served.checkpoint
     if checkpoint.config.task == "sentiment":
-        review = inference.encode_review(checkpoint, "warm up", True)
-        SENTIMENT.compute(served, [review])
+        SENTIMENT.compute(served, [inference.SentimentQuery("warm up", explain=True)])
         return
     if served.scheduler is None:
         return

@@ -27,16 +27,17 @@ from tests.service.support import (
 )
 
 
-def _breaks_on(word: str) -> BatchOperation[inference.Review, inference.SentimentResult]:
+def _breaks_on(
+    word: str,
+) -> BatchOperation[inference.SentimentQuery, inference.SentimentResult]:
     """The sentiment operation with a bug: any batch holding `word` raises."""
 
     def compute(
-        served: Served, reviews: Sequence[inference.Review]
+        served: Served, queries: Sequence[inference.SentimentQuery]
     ) -> list[inference.SentimentResult]:
-        bad = served.checkpoint.tokenizer.token_to_id(word)
-        if any(bad in review.ids for review in reviews):
+        if any(word in query.text for query in queries):
             raise RuntimeError("a bug in the model code")
-        return inference.classify(served.checkpoint, reviews)
+        return inference.classify_texts(served.checkpoint, queries)
 
     return BatchOperation(SENTIMENT.name, compute, SENTIMENT.affinity)
 

@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from fastapi.testclient import TestClient
 
-from service.engine.operations import AFFINITY_TOKENS
 from tests.service.conftest import SettingsFactory
 from tests.service.support import engine_blocked, serve, state_of, wait_until
 
@@ -66,14 +65,14 @@ def test_typing_stays_on_the_engine_that_caches_its_prefix(two_engines: TestClie
         text = " ".join(words[:count]) + " "
         assert two_engines.post("/next-word", json={"text": text}).status_code == 200
 
-    for count in range(1, AFFINITY_TOKENS):  # short: any engine
+    for count in range(1, 4):  # three words or fewer: any engine
         type_up_to(count)
     before = _answered(two_engines)
     hits = state.engine.cache_figures("next-word")[0]
-    for count in range(AFFINITY_TOKENS, len(words) + 1):
+    for count in range(4, len(words) + 1):
         type_up_to(count)
     served = [after - b for after, b in zip(_answered(two_engines), before, strict=True)]
-    typed = len(words) + 1 - AFFINITY_TOKENS
+    typed = len(words) - 3
     assert sorted(served) == [0, typed]  # one engine answered every later keystroke
     # each keystroke read only its new word, from the state cached by the one before
     assert state.engine.cache_figures("next-word")[0] - hits >= typed - 1
