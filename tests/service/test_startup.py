@@ -210,3 +210,19 @@ def test_serves_on_cuda(make_settings: SettingsFactory) -> None:
         assert generated.json()["tokens"] == 5
         devices = {m["device"] for m in client.get("/models").json()["models"]}
         assert devices == {"cuda"}
+
+
+def test_with_the_sentiment_model_broken_both_ways_of_asking_get_one_503(
+    make_settings: SettingsFactory, checkpoints: Checkpoints, tmp_path: Path
+) -> None:
+    """Omitting `model` (the default is the broken one) and naming it give the same answer: 503
+    model_unavailable with Retry-After (it was a 404 when omitted, and a 503 without the header)."""
+    broken = _tampered(checkpoints, tmp_path)
+    settings = make_settings(models=[f"sentiment={broken}", "next-word"], allow_partial=True)
+    with serve(settings) as client:
+        for body in ({"text": "a film"}, {"text": "a film", "model": "sentiment"}):
+            response = client.post("/sentiment", json=body)
+            answer = assert_error(response, 503, "model_unavailable")
+            assert int(response.headers["retry-after"]) >= 1
+            assert "sentiment" in answer["error"]
+        assert client.post("/next-word", json={"text": "the"}).status_code == 200
