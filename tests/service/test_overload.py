@@ -47,10 +47,7 @@ def test_a_full_queue_refuses_before_reading_the_request(make_settings: Settings
         assert other.result(timeout=10).status_code == 200
         metrics = state_of(client).metrics.registry
         assert (
-            metrics.get_sample_value(
-                "lstm_serve_rejected_total", {"operation": "sentiment"}
-            )
-            == 3
+            metrics.get_sample_value("lstm_serve_rejected_total", {"operation": "sentiment"}) == 3
         )
         assert (
             metrics.get_sample_value(

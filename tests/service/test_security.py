@@ -41,7 +41,6 @@ from tests.service.support import (
     resign,
     running_server,
     serve,
-    state_of,
     wait_ready,
 )
 
