@@ -27,6 +27,7 @@ class Review:
     total_tokens: int
     explain: bool
     trajectory: bool = False
+    unknown: int = 0  # tokens outside the vocabulary
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class SentimentResult:
     total_tokens: int
     explanation: list[TokenContribution] | None
     trajectory: list[TrajectoryPoint] | None = None
+    unknown_tokens: int = 0
 
 
 def encode_review(
@@ -75,9 +77,23 @@ def encode_review(
         ids, offsets = [checkpoint.tokenizer.unk_id], [(0, 0)]
     config = checkpoint.config
     kept, truncated = truncate_ids(list(range(len(ids))), config.max_length, config.head_tokens)
+    kept_ids = [ids[i] for i in kept]
+    unknown = sum(1 for i in kept_ids if i == checkpoint.tokenizer.unk_id)
     return Review(
-        [ids[i] for i in kept], [offsets[i] for i in kept], truncated, len(ids), explain, trajectory
+        kept_ids, [offsets[i] for i in kept], truncated, len(ids), explain, trajectory, unknown
     )
+
+
+def discount_unknown(probabilities: list[float], review: Review) -> list[float]:
+    """When most of the tokens read are unknown, the model saw little but the unknown token: its
+    answer is pulled toward even in proportion (all unknown: 0.5 / 0.5), so that text it cannot
+    read (Japanese, emoji) is not answered with confidence. Half or fewer unknown: unchanged
+    (names and rare words are common in reviews, and the calibration was fitted with them)."""
+    share = review.unknown / len(review.ids)
+    if share <= 0.5:
+        return probabilities
+    even = 1 / len(probabilities)
+    return [(1 - share) * p + share * even for p in probabilities]
 
 
 # Measured on a 2-core CPU (torch 2.13, 1 thread, IMDB reviews): padded batches of similar length
@@ -130,10 +146,17 @@ def classify(checkpoint: Checkpoint, reviews: Sequence[Review]) -> list[Sentimen
     results = []
     for review, probs in zip(reviews, probabilities, strict=True):
         explanation = explain(checkpoint, review) if review.explain else None
-        points = trajectory(checkpoint, review, probs) if review.trajectory else None
+        answer = discount_unknown(probs, review)
+        points = trajectory(checkpoint, review, answer) if review.trajectory else None
         results.append(
             SentimentResult(
-                probs, review.truncated, len(review.ids), review.total_tokens, explanation, points
+                answer,
+                review.truncated,
+                len(review.ids),
+                review.total_tokens,
+                explanation,
+                points,
+                review.unknown,
             )
         )
     return results

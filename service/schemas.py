@@ -148,6 +148,12 @@ class SentimentResult(BaseModel):
     )
     tokens: int = Field(description="Tokens the model read.")
     total_tokens: int = Field(description="Tokens in the whole text.")
+    unknown_tokens: int = Field(
+        0,
+        description="Tokens read outside the model's vocabulary (another language, emoji, rare "
+        "words). When they are more than half of the tokens read, the probabilities are pulled "
+        "toward even in proportion: the model cannot read most of the text.",
+    )
     explanation: list[TokenContribution] | None = None
 
 

@@ -47,6 +47,7 @@ def _result(labels: tuple[str, ...], result: inference.SentimentResult) -> Senti
         truncated=result.truncated,
         tokens=result.tokens,
         total_tokens=result.total_tokens,
+        unknown_tokens=result.unknown_tokens,
         explanation=[e.__dict__ for e in result.explanation] if result.explanation else None,
     )
 

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -234,9 +235,9 @@ def test_the_loading_state_is_shown_until_the_models_are_ready(
         registry = app.state.service.registry
         load_all = registry.load_all
 
-        def gated_load_all() -> None:
+        def gated_load_all(share: bool) -> Any:
             release.wait(20)
-            load_all()
+            return load_all(share)
 
         registry.load_all = gated_load_all
 
