@@ -247,7 +247,7 @@ def test_an_endless_request_head_is_cut_off(make_settings: SettingsFactory) -> N
                 if select.select([sock], [], [], 0.02)[0]:
                     answer = sock.recv(65536)
         assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
-        assert b'"error_type": "headers_too_large"' in answer
+        assert b'"error_type":"headers_too_large"' in answer
         assert sent < 4 * MAX_HEAD_BYTES  # refused soon after the limit, not at the end
         with httpx.Client(base_url=url, timeout=10) as http:
             assert http.get("/health/live").status_code == 200
