@@ -107,7 +107,10 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def shutdown(self) -> None:
         """A connection accepted but whose request has not arrived yet is answered, then closed
         (uvicorn closed it at once: a client that opens a connection per request lost it)."""
-        if self._reading_head and (self._head_bytes or not self._answered):
+        in_cycle = self.cycle is not None and not self.cycle.response_complete
+        # (after a request's body, _reading_head is already True again while its answer is
+        # still being computed: that one is finished by uvicorn's own shutdown, not cut)
+        if not in_cycle and self._reading_head and (self._head_bytes or not self._answered):
             self._draining = True
             if not self._head_bytes:
                 self._arm_head_timer(min(self.head_timeout_s, DRAIN_GRACE_S))
