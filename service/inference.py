@@ -322,14 +322,20 @@ def build_query(checkpoint: Checkpoint, text: str, top_k: int, max_tokens: int) 
             unknown_prefix = words[-1]
     truncated = len(words) > max_tokens
     words = words[-max_tokens:] if max_tokens > 0 else []
-    ids = [_lookup(checkpoint, w) for w in words]
-    unknown = sum(1 for i in ids if i is None)
-    eos = checkpoint.tokenizer.token_to_id(EOS)
+    context = word_context(checkpoint, words)
+    unknown = sum(1 for w in words if _lookup(checkpoint, w) is None)
+    return NextWordQuery(context, prefix, unknown, top_k, truncated, unknown_prefix)
+
+
+def word_context(checkpoint: Checkpoint, words: Sequence[str]) -> list[int]:
+    """The ids a word model reads for these words: <eos> first (it read every line as following
+    one), each word in its own case or else lower-cased or capitalised, unknown ones as <unk>."""
+    tokenizer = checkpoint.tokenizer
+    eos = tokenizer.token_to_id(EOS)
     start = [eos] if eos is not None else []
-    context = start + [checkpoint.tokenizer.unk_id if i is None else i for i in ids]
-    return NextWordQuery(
-        context or [checkpoint.tokenizer.unk_id], prefix, unknown, top_k, truncated, unknown_prefix
-    )
+    ids = [_lookup(checkpoint, w) for w in words]
+    context = start + [tokenizer.unk_id if i is None else i for i in ids]
+    return context or [tokenizer.unk_id]
 
 
 def next_word_distributions(

@@ -60,8 +60,7 @@ def _prompt_ids(loaded: LoadedModel, prompt: str) -> tuple[list[int], int, int]:
         ids = tokenizer.encode(prompt).ids
         tokens = len(ids)
     else:
-        # every word, uncut (there are fewer words than characters), so the limit sees them all
-        ids = inference.build_query(checkpoint, prompt + " ", 1, len(prompt) + 1).context_ids
+        ids = inference.word_context(checkpoint, inference.corpus_words(prompt))
         tokens = len(ids) - int(tokenizer.eos_id is not None)
     limit = checkpoint.config.max_length
     if tokens > limit:
