@@ -81,6 +81,11 @@ class _Pending:
     retried: bool = False
 
 
+def _device(device: str, index: int, count: int) -> str:
+    """On CUDA without an index, engine i computes on GPU i (one engine per GPU)."""
+    return f"cuda:{index}" if device == "cuda" and count > 1 else device
+
+
 class GenerationStream:
     """One generation's events as they arrive; `cancel` ends it at the engine's next step."""
 
@@ -144,7 +149,10 @@ class EngineClient:
         that failed their warm-up (model -> reason)."""
         self._loop = asyncio.get_running_loop()
         count = max(1, self.settings.engines)
-        self.engines = [_Engine(i, replace(base, index=i)) for i in range(count)]
+        self.engines = [
+            _Engine(i, replace(base, index=i, device=_device(base.device, i, count)))
+            for i in range(count)
+        ]
         readies = await asyncio.gather(*(self._launch(engine) for engine in self.engines))
         failures: dict[str, str] = {}
         for ready in readies:

@@ -10,11 +10,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from service import inference
-from service.app import create_app
+from service.app import create_app, engine_count, usable_cores
 from service.engine import SENTIMENT, BatchOperation
+from service.engine.client import _device
 from service.engine.operations import BATCH_OPERATIONS, Served
 from tests.service.conftest import SettingsFactory
 from tests.service.support import (
@@ -137,3 +139,15 @@ def test_an_unexpected_error_is_a_500_envelope_with_the_request_id(
         answer = assert_error(response, 500, "internal_error")
         assert answer["request_id"] == "bug-2"
         assert client.get("/health/live").status_code == 200
+
+
+def test_engine_count_follows_the_setting_the_cores_or_the_gpus(
+    make_settings: SettingsFactory,
+) -> None:
+    cpu = torch.device("cpu")
+    assert engine_count(make_settings(engines=3), cpu) == 3
+    assert engine_count(make_settings(engines=0), cpu) == 0
+    assert engine_count(make_settings(engines="auto"), cpu) == usable_cores() >= 1
+    assert engine_count(make_settings(engines="auto"), torch.device("cuda:1")) == 1
+    assert [_device("cuda", i, 2) for i in range(2)] == ["cuda:0", "cuda:1"]
+    assert _device("cuda:1", 0, 1) == "cuda:1" and _device("cpu", 1, 2) == "cpu"
