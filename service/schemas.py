@@ -40,16 +40,22 @@ class StrictModel(BaseModel):
 MAX_BATCH_TEXTS = 1024  # the most LSTM_SERVE_MAX_BATCH_TEXTS allows; /docs shows the setting
 
 
-def _invisible() -> str:
-    """Characters that show nothing: Unicode format characters (zero-width space and joiners,
-    the byte order mark, ...) of the Basic Multilingual Plane, as a regex class body."""
-    codes = [c for c in range(0x10000) if unicodedata.category(chr(c)) == "Cf"]
-    return "".join(f"\\u{c:04x}" for c in codes)
+def _blank_characters() -> str:
+    """Whitespace (as str.isspace has it: \\x1c-\\x1f too) and characters that show nothing
+    (Unicode format characters: zero-width space and joiners, the byte order mark, ...) of the
+    Basic Multilingual Plane, as a regex class body of \\u escapes: the same in Python's re, in
+    JSON Schema (ECMA-262) and in Rust's regex, which disagree about what \\s is."""
+    codes = [
+        code
+        for code in range(0x10000)
+        if chr(code).isspace() or unicodedata.category(chr(code)) == "Cf"
+    ]
+    return "".join(f"\\u{code:04x}" for code in codes)
 
 
 # A text with at least one character that is neither whitespace nor invisible; the same pattern
 # is in the OpenAPI document (JSON Schema `pattern`), so clients can check it before sending.
-NOT_BLANK = f"[^\\s{_invisible()}]"
+NOT_BLANK = f"[^{_blank_characters()}]"
 _VISIBLE = re.compile(NOT_BLANK)
 
 
