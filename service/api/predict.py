@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import TypeVar
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel
 
 from service import inference
 from service.api.deps import State, require_api_key
@@ -34,6 +35,12 @@ async def _run(state: State, operation: BatchOperation[Req, Res], model: str, it
     except Overloaded:
         state.metrics.rejected.labels(operation.name).inc()
         raise
+
+
+def _json(answer: BaseModel) -> Response:
+    """The answer serialised once: returned as a model, FastAPI would validate it again against
+    the route's response_model, which is this same class (the schema in /docs stays the same)."""
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 def _result(labels: tuple[str, ...], result: inference.SentimentResult) -> SentimentResult:
@@ -70,7 +77,7 @@ def _trajectory(
 
 
 @router.post("/sentiment", response_model=SentimentResponse)
-async def sentiment(body: SentimentRequest, state: State, request: Request) -> SentimentResponse:
+async def sentiment(body: SentimentRequest, state: State, request: Request) -> Response:
     """Classify one text as positive or negative."""
     check_length("text", body.text, state.settings.max_text_chars)
     name, loaded = state.registry.get(body.model, "sentiment")
@@ -78,18 +85,18 @@ async def sentiment(body: SentimentRequest, state: State, request: Request) -> S
     query = inference.SentimentQuery(body.text, body.explain, body.trajectory)
     result = await _run(state, SENTIMENT, name, query)
     labels = loaded.checkpoint.config.labels
-    return SentimentResponse(
-        **_result(labels, result).model_dump(),
-        trajectory=_trajectory(labels, result.trajectory),
-        model=name,
-        model_version=loaded.version,
+    return _json(
+        SentimentResponse(
+            **_result(labels, result).model_dump(),
+            trajectory=_trajectory(labels, result.trajectory),
+            model=name,
+            model_version=loaded.version,
+        )
     )
 
 
 @router.post("/sentiment/batch", response_model=SentimentBatchResponse)
-async def sentiment_batch(
-    body: SentimentBatchRequest, state: State, request: Request
-) -> SentimentBatchResponse:
+async def sentiment_batch(body: SentimentBatchRequest, state: State, request: Request) -> Response:
     """Classify up to 64 texts in one request."""
     limit = state.settings.max_batch_texts
     if len(body.texts) > limit:
@@ -100,28 +107,32 @@ async def sentiment_batch(
     request.state.model = name
     reviews = [inference.SentimentQuery(t, body.explain) for t in body.texts]
     results = await asyncio.gather(*(_run(state, SENTIMENT, name, r) for r in reviews))
-    return SentimentBatchResponse(
-        results=[_result(loaded.checkpoint.config.labels, r) for r in results],
-        model=name,
-        model_version=loaded.version,
+    return _json(
+        SentimentBatchResponse(
+            results=[_result(loaded.checkpoint.config.labels, r) for r in results],
+            model=name,
+            model_version=loaded.version,
+        )
     )
 
 
 @router.post("/next-word", response_model=NextWordResponse)
-async def next_word(body: NextWordRequest, state: State, request: Request) -> NextWordResponse:
+async def next_word(body: NextWordRequest, state: State, request: Request) -> Response:
     """Suggest the most likely next words, or completions of a partly typed word."""
     check_length("text", body.text, state.settings.max_text_chars)
     name, loaded = state.registry.get(body.model, "next-word")
     request.state.model = name
     result = await _run(state, NEXT_WORD, name, inference.NextWordText(body.text, body.top_k))
-    return NextWordResponse(
-        suggestions=[s.__dict__ for s in result.suggestions],
-        completing=result.completing,
-        prefix=result.prefix,
-        truncated=result.truncated,
-        context_tokens=result.context_tokens,
-        unknown_words=result.unknown_words,
-        unknown_prefix=result.unknown_prefix,
-        model=name,
-        model_version=loaded.version,
+    return _json(
+        NextWordResponse(
+            suggestions=[s.__dict__ for s in result.suggestions],
+            completing=result.completing,
+            prefix=result.prefix,
+            truncated=result.truncated,
+            context_tokens=result.context_tokens,
+            unknown_words=result.unknown_words,
+            unknown_prefix=result.unknown_prefix,
+            model=name,
+            model_version=loaded.version,
+        )
     )
