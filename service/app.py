@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from fastapi import FastAPI
 
-from service.api import errors, generate, health, playground, predict
+from service.api import errors, generate, health, openai, playground, predict
 from service.api.cors import EnvelopeCORSMiddleware
 from service.api.deps import ServiceState
 from service.api.middleware import RequestMiddleware
@@ -134,7 +134,13 @@ def create_app(
     )
     app.state.service = state
     errors.install(app)
-    for router in (health.router, predict.router, generate.router, playground.router):
+    for router in (
+        health.router,
+        predict.router,
+        generate.router,
+        openai.router,
+        playground.router,
+    ):
         app.include_router(router)
     if settings.cors_origins:
         app.add_middleware(  # a refused preflight is the error envelope (400 bad_request)

@@ -14,13 +14,22 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from starlette.responses import JSONResponse
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.json_body import json_problem
-from service.api.responses import BODY_TIMEOUT_S, MAX_HEADER_BYTES, MAX_HEADERS, error_response
+from service.api.responses import (
+    BODY_TIMEOUT_S,
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    error_headers,
+    error_response,
+)
 from service.errors import ErrorKind
 from service.metrics import Metrics
+from service.openai_schemas import PREFIX as OPENAI_PREFIX
+from service.openai_schemas import openai_error_body
 
 access_log = logging.getLogger("lstm_serve.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -100,7 +109,7 @@ class RequestMiddleware:
             if not await _serve(self.app, scope, body, receive, send_with_id):
                 status = CLIENT_CLOSED
         except Rejection as rejection:
-            await send_rejection(send_with_id, rejection, request_id)
+            await send_rejection(send_with_id, rejection, request_id, scope["path"])
         except ClientGone:
             status = CLIENT_CLOSED
         finally:
@@ -320,8 +329,9 @@ async def _serve(app: ASGIApp, scope: Scope, body: bytes, receive: Receive, send
     return True
 
 
-async def send_rejection(send: Send, rejection: Rejection, request_id: str) -> None:
-    """A refusal before the app sees the request, written by the one writer."""
+async def send_rejection(send: Send, rejection: Rejection, request_id: str, path: str = "") -> None:
+    """A refusal before the app sees the request, written by the one writer (in OpenAI's shape
+    on the OpenAI-compatible routes, whose clients read only that one)."""
     details = [{"field": rejection.field, "message": rejection.message}] if rejection.field else []
     response = error_response(
         ErrorKind(rejection.status, rejection.error_type),
@@ -330,6 +340,13 @@ async def send_rejection(send: Send, rejection: Rejection, request_id: str) -> N
         details,
         rejection.headers,
     )
+    if path.startswith(OPENAI_PREFIX):
+        status = 400 if rejection.status == 422 else rejection.status
+        body = openai_error_body(
+            status, rejection.message, rejection.field or None, rejection.error_type
+        )
+        kind = ErrorKind(status, rejection.error_type)
+        response = JSONResponse(body, status, error_headers(kind, request_id, rejection.headers))
     await send(
         {
             "type": "http.response.start",

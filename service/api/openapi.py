@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from service.api import openai
 from service.settings import Settings
 
 # schema, property -> the setting that bounds it, and the JSON Schema keyword
@@ -30,6 +31,7 @@ def install(app: FastAPI) -> None:
         state = app.state.service
         window = _prompt_window(state)
         spec = adjusted(build(), state.settings, window)
+        openai.document_limits(spec, state)  # /v1/completions: every language model's window
         app.openapi_schema = None if window is None else spec  # kept once the models are ready
         return spec
 
