@@ -279,6 +279,10 @@ async def _answer(state: ServiceState, completions: _Completions, request_id: st
     return completions.completion(request_id, choices, completions.usage(finishes))
 
 
+FAILED = {"message": "generation failed", "type": "server_error", "param": None, "code": None}
+FAILED_CHUNK = f"data: {json.dumps({'error': FAILED})}\n\n"
+
+
 def _chunk(completions: _Completions, request_id: str, choice: CompletionChoice | None) -> str:
     body = completions.completion(request_id, [choice] if choice else [], None)
     return f"data: {body.model_dump_json()}\n\n"
@@ -310,19 +314,25 @@ async def _chunks(
                     CompletionChoice(text=echo, index=index, finish_reason=None),
                 )
         while len(finishes) < len(pumps):
-            index, event = await merged.get()
-            if isinstance(event, TokenEvent):
-                state.metrics.tokens_generated.labels(completions.name).inc()
-                choice = CompletionChoice(text=event.text, index=index, finish_reason=None)
-                yield _chunk(completions, request_id, choice)
-                continue
-            finishes.append(event)
-            if event.finish_reason in ("error", "cancelled"):
-                error = {"message": "generation failed", "type": "server_error", "param": None}
-                yield f"data: {json.dumps({'error': error | {'code': 'internal_error'}})}\n\n"
-                return
-            choice = CompletionChoice(text="", index=index, finish_reason=_finish(event))
-            yield _chunk(completions, request_id, choice)
+            # events already waiting go out in one write (a busy server sends fewer, larger
+            # writes instead of falling behind)
+            events = [await merged.get()]
+            while not merged.empty():
+                events.append(merged.get_nowait())
+            frames: list[str] = []
+            for index, event in events:
+                if isinstance(event, TokenEvent):
+                    choice = CompletionChoice(text=event.text, index=index, finish_reason=None)
+                elif event.finish_reason in ("error", "cancelled"):
+                    yield "".join(frames) + FAILED_CHUNK
+                    return
+                else:
+                    finishes.append(event)
+                    choice = CompletionChoice(text="", index=index, finish_reason=_finish(event))
+                frames.append(_chunk(completions, request_id, choice))
+            tokens = sum(1 for _, event in events if isinstance(event, TokenEvent))
+            state.metrics.tokens_generated.labels(completions.name).inc(tokens)
+            yield "".join(frames)
         if include_usage:
             usage = completions.completion(request_id, [], completions.usage(finishes))
             yield f"data: {usage.model_dump_json()}\n\n"
