@@ -3,7 +3,7 @@ that carries the recurrent state."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -14,11 +14,14 @@ from models.recurrent import State
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """temperature 0 means greedy; top_k 0 and top_p 1.0 mean no filtering."""
+    """temperature 0 means greedy; top_k 0 and top_p 1.0 mean no filtering; penalties 0 mean
+    none (positive ones discourage tokens already generated, negative ones favour them)."""
 
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -27,6 +30,27 @@ class SamplingParams:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2.0 <= getattr(self, name) <= 2.0:
+                raise ValueError(f"{name} must be in [-2, 2], got {getattr(self, name)}")
+
+    @property
+    def penalised(self) -> bool:
+        return self.presence_penalty != 0 or self.frequency_penalty != 0
+
+
+def apply_penalties(
+    logits: torch.Tensor, counts: Mapping[int, int], params: SamplingParams
+) -> torch.Tensor:
+    """Logits (V,) less, for each token generated so far, `frequency_penalty` times its count
+    and `presence_penalty` once (OpenAI's definition): greedy decoding of a character model
+    otherwise loops on "the state of the state". A new tensor; the input is not changed."""
+    if not counts or not params.penalised:
+        return logits
+    ids = torch.tensor(list(counts), dtype=torch.long, device=logits.device)  # (U,)
+    times = torch.tensor(list(counts.values()), dtype=logits.dtype, device=logits.device)  # (U,)
+    penalty = params.frequency_penalty * times + params.presence_penalty * (times > 0)
+    return logits.index_add(0, ids, -penalty)
 
 
 # Below this temperature, sampling is greedy: logits divided by it leave float range (1e-40 made

@@ -8,14 +8,14 @@ import logging
 import math
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from models.architectures import LanguageModel
-from models.decoding import SamplingParams, make_generator, sample_next
+from models.decoding import SamplingParams, apply_penalties, make_generator, sample_next
 from models.recurrent import State, concat_states, select_state
 from models.tokenizers import EOS, Tokenizer
 from service.prefix_cache import PrefixCache, read_prefixes
@@ -91,6 +91,7 @@ class _Sequence:
     scanner: StopScanner
     produced: int = 0
     last_token: int = 0
+    counts: Counter[int] = field(default_factory=Counter)  # tokens generated, for the penalties
 
 
 class GenerationScheduler:
@@ -214,7 +215,9 @@ class GenerationScheduler:
         if time.monotonic() > request.deadline:
             return self._finish(sequence, "time_limit")
         logits = sequence.logits.index_fill(0, self._banned, float("-inf"))
+        logits = apply_penalties(logits, sequence.counts, request.params)
         token = sample_next(logits, request.params, sequence.generator)
+        sequence.counts[token] += 1
         piece = self._text_of(token, sequence.scanner.text)
         sequence.produced += 1
         sequence.last_token = token

@@ -24,11 +24,6 @@ UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "suffix": ((None, ""), "insertion (`suffix`) is not supported by these left-to-right models"),
     "logit_bias": ((None, {}), "`logit_bias` is not supported"),
     "logprobs": ((None,), "`logprobs` is not supported: the engines do not report alternatives"),
-    "presence_penalty": ((None, 0, 0.0), "`presence_penalty` is not supported; send 0 or omit it"),
-    "frequency_penalty": (
-        (None, 0, 0.0),
-        "`frequency_penalty` is not supported; send 0 or omit it",
-    ),
 }
 
 
@@ -66,14 +61,18 @@ class CompletionRequest(StrictModel):
     echo: bool | None = Field(False, description="Return the prompt before the completion.")
     stream: bool | None = Field(False, description="Answer with server-sent chunks.")
     stream_options: StreamOptions | None = None
+    presence_penalty: float | None = Field(
+        0.0, ge=-2.0, le=2.0, allow_inf_nan=False, description="As /generate's."
+    )
+    frequency_penalty: float | None = Field(
+        0.0, ge=-2.0, le=2.0, allow_inf_nan=False, description="As /generate's."
+    )
     user: str | None = Field(None, max_length=256, description="Accepted and ignored.")
     # accepted only at their neutral values (the schema says which; `refused` says why)
     best_of: int | None = Field(None, json_schema_extra={"enum": [1, None]})
     suffix: str | None = Field(None, json_schema_extra={"enum": ["", None]})
     logit_bias: dict[str, int] | None = Field(None, json_schema_extra={"maxProperties": 0})
     logprobs: int | None = Field(None, json_schema_extra={"enum": [None]})
-    presence_penalty: float | None = Field(None, json_schema_extra={"enum": [0, None]})
-    frequency_penalty: float | None = Field(None, json_schema_extra={"enum": [0, None]})
 
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)

@@ -241,6 +241,20 @@ class GenerateRequest(StrictModel):
         allow_inf_nan=False,
         description="Sample within this probability mass (1: all).",
     )
+    presence_penalty: float = Field(
+        0.0,
+        ge=-2.0,
+        le=2.0,
+        allow_inf_nan=False,
+        description="Subtracted from the logit of every token already generated (0: none).",
+    )
+    frequency_penalty: float = Field(
+        0.0,
+        ge=-2.0,
+        le=2.0,
+        allow_inf_nan=False,
+        description="Times its count so far, subtracted from a generated token's logit (0: none).",
+    )
     seed: int | None = Field(
         None,
         ge=0,

@@ -83,7 +83,13 @@ class _Run:
         job = GenerationJob(
             self.prompt_ids,
             body.max_new_tokens,
-            SamplingParams(body.temperature, body.top_k, body.top_p),
+            SamplingParams(
+                body.temperature,
+                body.top_k,
+                body.top_p,
+                body.presence_penalty,
+                body.frequency_penalty,
+            ),
             self.seed,
             tuple(body.stop),
             deadline=time.monotonic() + limit,

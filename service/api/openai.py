@@ -205,6 +205,8 @@ class _Completions:
                     max_new_tokens=body.max_tokens or 16,
                     temperature=1.0 if body.temperature is None else body.temperature,
                     top_p=body.top_p or 1.0,
+                    presence_penalty=body.presence_penalty or 0.0,
+                    frequency_penalty=body.frequency_penalty or 0.0,
                     seed=(seed + index) % SEEDS,
                     stop=list(body.stops()),
                     model=self.name,

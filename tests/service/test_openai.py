@@ -134,6 +134,21 @@ def test_stop_ends_the_text_before_it(client: openai.OpenAI) -> None:
         assert (stopped.choices[0].text, stopped.choices[0].finish_reason) == (cut, "stop")
 
 
+def test_penalties_change_the_text_as_on_generate(client: openai.OpenAI, base_url: str) -> None:
+    penalties = {"presence_penalty": 0.5, "frequency_penalty": 1.5}
+    plain = client.completions.create(model="generate", prompt="to be", max_tokens=40, seed=4)
+    penalised = client.completions.create(
+        model="generate",
+        prompt="to be",
+        max_tokens=40,
+        seed=4,
+        presence_penalty=0.5,
+        frequency_penalty=1.5,
+    )
+    assert penalised.choices[0].text != plain.choices[0].text
+    assert penalised.choices[0].text == generate(base_url, "to be", 40, 4, **penalties)["text"]
+
+
 def test_echo_returns_the_prompt_first(client: openai.OpenAI) -> None:
     plain = client.completions.create(model="generate", prompt="to be", max_tokens=5, seed=2)
     echoed = client.completions.create(
@@ -147,8 +162,8 @@ def test_echo_returns_the_prompt_first(client: openai.OpenAI) -> None:
     [
         ({"best_of": 2}, "best_of", "only best_of 1"),
         ({"logprobs": 2}, "logprobs", "`logprobs` is not supported"),
-        ({"presence_penalty": 0.5}, "presence_penalty", "not supported"),
-        ({"frequency_penalty": -1.0}, "frequency_penalty", "not supported"),
+        ({"presence_penalty": 2.5}, "presence_penalty", "less than or equal to 2"),
+        ({"frequency_penalty": -2.5}, "frequency_penalty", "greater than or equal to -2"),
         ({"suffix": "end"}, "suffix", "not supported"),
         ({"logit_bias": {"3": 10}}, "logit_bias", "not supported"),
         ({"max_tokens": 0}, "max_tokens", "greater than or equal to 1"),
@@ -243,3 +258,10 @@ def test_bodies_refused_before_the_route_are_in_openai_shape(
     assert set(error) == {"message", "type", "param", "code"}
     assert error["type"] == "invalid_request_error" and says in error["message"]
     assert len(response.headers["x-request-id"]) == 32
+
+
+def test_a_penalty_breaks_the_greedy_loop_on_generate(base_url: str) -> None:
+    greedy = generate(base_url, "to be", 40, 0, temperature=0.0)["text"]
+    penalised = generate(base_url, "to be", 40, 0, temperature=0.0, frequency_penalty=2.0)["text"]
+    assert len(set(greedy)) <= 3, greedy  # the tiny model loops on a few characters
+    assert len(set(penalised)) > 2 * len(set(greedy)), penalised
