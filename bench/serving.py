@@ -276,7 +276,7 @@ def main() -> None:
         join_alone = asyncio.run(joining_ttft_ms(base, 0))
         join_busy = asyncio.run(joining_ttft_ms(base, 31))
         cached = next_word_ms(base, words)
-        memory = rss_mib(process)
+        memory = pss_mib(process)
     with served(LSTM_SERVE_MAX_BATCH_SIZE="1") as (base, _, _):
         naive = wrk(base, "/sentiment", bodies, 64, args.duration)
     with served(LSTM_SERVE_CACHE_MB="0") as (base, _, _):
@@ -286,7 +286,7 @@ def main() -> None:
     ratio = lambda a, b: f"{a / b:.2f}"  # noqa: E731
     rows += [
         (
-            "/sentiment at 64 connections vs offline batched (same 1-thread layout)",
+            "/sentiment at 64 connections vs offline batched (one process, one thread)",
             f"{batched['rps']:,.0f} req/s vs {offline[best]:,.0f} reviews/s (batch {best})",
             ratio(batched["rps"], offline[best]),
             ">= 0.80",
@@ -335,7 +335,12 @@ def main() -> None:
             "-",
         ),
         ("process start to ready (three checkpoints)", f"{ready_s:.2f} s", "-", "<= 5 s"),
-        ("resident memory after the runs", f"{memory:.0f} MiB", "-", "<= 600 MB"),
+        (
+            "memory after the runs (sum of PSS, engines included)",
+            f"{memory:.0f} MiB",
+            "-",
+            "<= 800 MiB",
+        ),
     ]
     lines = ["| measure | figures | ratio | target |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
