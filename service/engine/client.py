@@ -27,21 +27,8 @@ from typing import Any, Protocol, TypeVar, cast
 
 import torch.multiprocessing as torch_mp
 
+from service.engine import protocol
 from service.engine.operations import GENERATE, BatchOperation
-from service.engine.protocol import (
-    BatchReport,
-    CacheReport,
-    Cancel,
-    Control,
-    Done,
-    Emitted,
-    FrameReader,
-    Generate,
-    GenerationJob,
-    Ready,
-    Submit,
-    frame,
-)
 from service.engine.worker import EngineSpec, Worker, engine_main, run_worker
 from service.errors import (
     DeadlineExceeded,
@@ -89,7 +76,9 @@ def _device(device: str, index: int, count: int) -> str:
 class GenerationStream:
     """One generation's events as they arrive; `cancel` ends it at the engine's next step."""
 
-    def __init__(self, client: EngineClient, id_: int, model: str, job: GenerationJob) -> None:
+    def __init__(
+        self, client: EngineClient, id_: int, model: str, job: protocol.GenerationJob
+    ) -> None:
         self.client, self.id, self.model, self.job = client, id_, model, job
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.engine = -1
@@ -108,7 +97,7 @@ class _Engine:
     process: Any = None  # a spawned process, or the thread of an in-process engine
     local: Worker | None = None  # the in-process engine itself (LSTM_SERVE_ENGINES=0)
     reader: asyncio.Task[None] | None = None
-    ready: asyncio.Future[Ready] | None = None
+    ready: asyncio.Future[protocol.Ready] | None = None
     alive: bool = False
     pid: int = 0
     restarts: int = 0
@@ -159,7 +148,7 @@ class EngineClient:
             failures.update(ready.failures)
         return failures
 
-    async def _launch(self, engine: _Engine) -> Ready:
+    async def _launch(self, engine: _Engine) -> protocol.Ready:
         ours, theirs = socket.socketpair()
         if self.settings.engines == 0:
             engine.local = Worker(theirs, engine.spec)
@@ -194,7 +183,7 @@ class EngineClient:
         for task in self._restarting:
             task.cancel()
         for engine in self.engines:
-            self._send(engine, Control("stop"))
+            self._send(engine, protocol.Control("stop"))
         for engine in self.engines:
             if engine.process is not None:
                 await asyncio.to_thread(engine.process.join, timeout)
@@ -237,14 +226,16 @@ class EngineClient:
                 self._forget(pending)
                 engine = self.engines[pending.engine]
                 if engine.alive:
-                    self._send(engine, Cancel(pending.id))
+                    self._send(engine, protocol.Cancel(pending.id))
 
     def _dispatch(self, pending: _Pending, engine: _Engine) -> None:
         pending.engine = engine.index
         engine.outstanding[pending.operation] += 1
         self._send(
             engine,
-            Submit(pending.id, pending.operation, pending.model, pending.item, pending.deadline),
+            protocol.Submit(
+                pending.id, pending.operation, pending.model, pending.item, pending.deadline
+            ),
         )
 
     def _forget(self, pending: _Pending) -> None:
@@ -265,7 +256,7 @@ class EngineClient:
 
     # ---- generation ----
 
-    def generate(self, model: str, job: GenerationJob) -> GenerationStream:
+    def generate(self, model: str, job: protocol.GenerationJob) -> GenerationStream:
         refusal = self.refusal(GENERATE)
         if refusal is not None:
             raise refusal
@@ -277,14 +268,14 @@ class EngineClient:
     def _start_stream(self, stream: GenerationStream, engine: _Engine) -> None:
         stream.engine = engine.index
         engine.streams += 1
-        self._send(engine, Generate(stream.id, stream.model, stream.job))
+        self._send(engine, protocol.Generate(stream.id, stream.model, stream.job))
 
     def _cancel_stream(self, stream: GenerationStream) -> None:
         if stream.finished:
             return
         engine = self.engines[stream.engine]
         if engine.alive:
-            self._send(engine, Cancel(stream.id))
+            self._send(engine, protocol.Cancel(stream.id))
 
     def _end_stream(self, stream: GenerationStream, event: FinishEvent | None = None) -> None:
         stream.finished = True
@@ -334,7 +325,7 @@ class EngineClient:
     def control(self, command: str) -> None:
         """hold | release every engine; callable from any thread."""
         assert command in ("hold", "release")
-        message = Control(command)  # type: ignore[arg-type]
+        message = protocol.Control(command)  # type: ignore[arg-type]
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._broadcast, message)
 
@@ -385,10 +376,10 @@ class EngineClient:
 
     def _send(self, engine: _Engine, message: object) -> None:
         if engine.writer is not None and not engine.writer.is_closing():
-            engine.writer.write(frame([message]))
+            engine.writer.write(protocol.frame([message]))
 
     async def _read(self, engine: _Engine, reader: asyncio.StreamReader) -> None:
-        frames = FrameReader()
+        frames = protocol.FrameReader()
         try:
             while data := await reader.read(1 << 20):
                 for message in frames.feed(data):
@@ -400,7 +391,7 @@ class EngineClient:
         self._engine_ended(engine)
 
     def _receive(self, engine: _Engine, message: object) -> None:
-        if isinstance(message, Done):
+        if isinstance(message, protocol.Done):
             pending = self._pending.get(message.id)
             if pending is None or pending.engine != engine.index:
                 return  # cancelled meanwhile, or already sent elsewhere
@@ -411,7 +402,7 @@ class EngineClient:
             else:
                 kind, text = message.error
                 pending.future.set_exception(ERRORS.get(kind, InferenceFailed)(text))
-        elif isinstance(message, Emitted):
+        elif isinstance(message, protocol.Emitted):
             stream = self._streams.get(message.id)
             if stream is None or stream.engine != engine.index:
                 return
@@ -421,16 +412,16 @@ class EngineClient:
             elif isinstance(message.event, TokenEvent):
                 stream.tokens_sent += 1
             stream.events.put_nowait(message.event)
-        elif isinstance(message, BatchReport):
+        elif isinstance(message, protocol.BatchReport):
             per_item = message.compute_s / max(1, message.size)
             old = self._seconds_per_item[message.operation]
             self._seconds_per_item[message.operation] = 0.9 * old + 0.1 * per_item
             if self.observer is not None:
                 key = f"{message.model}:{message.operation}"
                 self.observer.batch(key, message.size, message.queue_s, message.compute_s)
-        elif isinstance(message, CacheReport):
+        elif isinstance(message, protocol.CacheReport):
             engine.cache[message.model] = (message.hits, message.misses, message.bytes)
-        elif isinstance(message, Ready) and engine.ready is not None:
+        elif isinstance(message, protocol.Ready) and engine.ready is not None:
             engine.ready.set_result(message)
 
     def _engine_ended(self, engine: _Engine) -> None:

@@ -28,21 +28,8 @@ from models.architectures import LanguageModel
 from models.checkpoint import Checkpoint
 from models.decoding import SamplingParams
 from service import inference
+from service.engine import protocol
 from service.engine.operations import BATCH_OPERATIONS, NEXT_WORD, SENTIMENT, Served
-from service.engine.protocol import (
-    BatchReport,
-    CacheReport,
-    Cancel,
-    Control,
-    Done,
-    Emitted,
-    FrameReader,
-    Generate,
-    GenerationJob,
-    Ready,
-    Submit,
-    frame,
-)
 from service.errors import ServiceError
 from service.generation import Event, FinishEvent, GenerationRequest, GenerationScheduler
 from service.prefix_cache import PrefixCache
@@ -101,7 +88,7 @@ class Worker:
         self.queues: dict[tuple[str, str], deque[_Queued]] = {}
         self.generations: dict[int, GenerationRequest] = {}
         self.outbox: list[object] = []
-        self.reader = FrameReader()
+        self.reader = protocol.FrameReader()
         self.held = self.stopping = False
         self._cache_seen: dict[str, tuple[int, int, int]] = {}
 
@@ -137,7 +124,7 @@ class Worker:
     # ---- the loop ----
 
     def run(self) -> None:
-        self.outbox.append(Ready(os.getpid(), self._load()))
+        self.outbox.append(protocol.Ready(os.getpid(), self._load()))
         self._flush()
         while not self.stopping:
             if not self._receive(self._wait_time()):
@@ -194,23 +181,23 @@ class Worker:
         return True
 
     def _handle(self, message: object) -> None:
-        if isinstance(message, Submit):
+        if isinstance(message, protocol.Submit):
             queue = self.queues.get((message.model, message.operation))
             if queue is None:
                 self._fail(message.id, "InferenceFailed", f"{message.model} is not served here")
                 return
             queue.append(_Queued(message.id, message.item, time.monotonic(), message.deadline))
-        elif isinstance(message, Generate):
+        elif isinstance(message, protocol.Generate):
             self._start_generation(message)
-        elif isinstance(message, Cancel):
+        elif isinstance(message, protocol.Cancel):
             self._cancel(message.id)
-        elif isinstance(message, Control):
+        elif isinstance(message, protocol.Control):
             self.held = message.command == "hold"
             self.stopping = message.command == "stop"
 
     def _flush(self) -> None:
         if self.outbox:
-            self.sock.sendall(frame(self.outbox))
+            self.sock.sendall(protocol.frame(self.outbox))
             self.outbox = []
 
     # ---- batched operations ----
@@ -251,8 +238,10 @@ class Worker:
             return
         elapsed = time.monotonic() - started
         queue_s = sum(started - r.enqueued for r in live) / len(live)
-        self.outbox.append(BatchReport(model, operation, len(live), queue_s, elapsed))
-        self.outbox.extend(Done(r.id, result) for r, result in zip(live, results, strict=True))
+        self.outbox.append(protocol.BatchReport(model, operation, len(live), queue_s, elapsed))
+        self.outbox.extend(
+            protocol.Done(r.id, result) for r, result in zip(live, results, strict=True)
+        )
         if operation == NEXT_WORD.name:
             self._report_cache(model, served)
 
@@ -268,10 +257,10 @@ class Worker:
                 logger.exception("request on %s failed alone too", operation)
                 self._fail(request.id, "InferenceFailed", "the model failed on this request")
             else:
-                self.outbox.append(Done(request.id, result))
+                self.outbox.append(protocol.Done(request.id, result))
 
     def _fail(self, id_: int, error: str, message: str) -> None:
-        self.outbox.append(Done(id_, error=(error, message)))
+        self.outbox.append(protocol.Done(id_, error=(error, message)))
 
     def _cancel(self, id_: int) -> None:
         generation = self.generations.get(id_)
@@ -298,11 +287,11 @@ class Worker:
 
     # ---- generation ----
 
-    def _start_generation(self, message: Generate) -> None:
+    def _start_generation(self, message: protocol.Generate) -> None:
         served = self.served.get(message.model)
         if served is None or served.scheduler is None:
             error = FinishEvent("", 0, "error", f"{message.model} is not served here")
-            self.outbox.append(Emitted(message.id, error))
+            self.outbox.append(protocol.Emitted(message.id, error))
             return
         request = generation_request(message.job, self._emitter(message.id))
         self.generations[message.id] = request
@@ -310,7 +299,7 @@ class Worker:
 
     def _emitter(self, id_: int) -> Callable[[Event], None]:
         def emit(event: Event) -> None:
-            self.outbox.append(Emitted(id_, event))
+            self.outbox.append(protocol.Emitted(id_, event))
             if isinstance(event, FinishEvent):
                 self.generations.pop(id_, None)
 
@@ -335,10 +324,12 @@ class Worker:
         figures = (cache.hits, cache.misses, cache.bytes)
         if self._cache_seen.get(name) != figures:
             self._cache_seen[name] = figures
-            self.outbox.append(CacheReport(name, *figures))
+            self.outbox.append(protocol.CacheReport(name, *figures))
 
 
-def generation_request(job: GenerationJob, emit: Callable[[Event], None]) -> GenerationRequest:
+def generation_request(
+    job: protocol.GenerationJob, emit: Callable[[Event], None]
+) -> GenerationRequest:
     return GenerationRequest(
         job.prompt_ids,
         job.max_new_tokens,
@@ -362,7 +353,9 @@ def warm_up(served: Served) -> None:
     query = inference.build_query(checkpoint, "warm up", 3, 16)
     inference.next_word_distributions(checkpoint.model, [query], None)  # type: ignore[arg-type]
     finished: list[FinishEvent] = []
-    job = GenerationJob([checkpoint.tokenizer.unk_id], 2, SamplingParams(), 0, (), math.inf)
+    job = protocol.GenerationJob(
+        [checkpoint.tokenizer.unk_id], 2, SamplingParams(), 0, (), math.inf
+    )
     served.scheduler.submit(
         generation_request(
             job, lambda event: finished.append(event) if isinstance(event, FinishEvent) else None
