@@ -193,6 +193,7 @@ def read_config(path: Path) -> CheckpointConfig:
         )
     except (KeyError, TypeError, ValueError) as error:
         raise InvalidConfigError(f"{CONFIG}: invalid ({type(error).__name__}: {error})") from None
+    _check_sizes(config)
     if not config.temperature > 0:
         raise InvalidConfigError(f"{CONFIG}: temperature must be positive")
     if not 0 <= config.head_tokens <= config.max_length:
@@ -203,6 +204,33 @@ def read_config(path: Path) -> CheckpointConfig:
             f"{tuple(STORAGE_DTYPES)}"
         )
     return config
+
+
+# Bounds on the sizes config.json may declare: a checkpoint is read before its weights are, and
+# an absurd size (hidden_dim -5, or 10**7: a 400 TB matrix) must be refused by name, not by an
+# allocation error. Far above any model this project trains (hidden 512, vocabulary 33,278).
+SIZE_LIMITS = {
+    "vocab_size": 2_000_000,
+    "embed_dim": 16_384,
+    "hidden_dim": 16_384,
+    "num_layers": 64,
+    "num_classes": 10_000,
+}
+
+
+def _check_sizes(config: CheckpointConfig) -> None:
+    for name, limit in SIZE_LIMITS.items():
+        value = getattr(config.model, name, None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+            raise InvalidConfigError(
+                f"{CONFIG}: model.{name} is {value!r}; it must be an integer from 1 to {limit:,}"
+            )
+    if not 1 <= config.max_length <= 1_000_000:
+        raise InvalidConfigError(
+            f"{CONFIG}: max_length is {config.max_length}; it must be from 1 to 1,000,000"
+        )
 
 
 def load_checkpoint(

@@ -132,3 +132,16 @@ def test_version_is_the_start_of_the_weights_sha256(classifier_dir: Path, tmp_pa
         tmp_path / "changed", loaded.model, loaded.config, loaded.tokenizer, loaded.card
     )
     assert load_checkpoint(changed).version != loaded.version
+
+
+@pytest.mark.parametrize("value", [-5, 0, 10**7, 2.5, "512", True])
+def test_an_absurd_size_in_config_json_is_named(tmp_path: Path, value: object) -> None:
+    """hidden_dim -5 raised a bare ValueError from torch, 10**7 an allocation error."""
+    model = LanguageModel(LanguageModelConfig(vocab_size=5, embed_dim=4, hidden_dim=4))
+    config = CheckpointConfig(task="generate", model=model.config, tokenizer="char", max_length=8)
+    path = save_checkpoint(tmp_path / "lm", model, config, CharTokenizer.fit("abcd"), {})
+    data = json.loads((path / CONFIG).read_text())
+    data["model"]["hidden_dim"] = value
+    _rewrite(path, CONFIG, json.dumps(data))
+    with pytest.raises(InvalidConfigError, match=r"config.json: model.hidden_dim is .*16,384"):
+        load_checkpoint(path)
