@@ -3,6 +3,7 @@ JSON format, and a character vocabulary. Unknown input maps to the unknown id; i
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections import Counter
@@ -68,6 +69,24 @@ class Tokenizer(Protocol):
 
     def to_json(self) -> str: ...
 
+    def starting_with(self, prefix: str) -> list[int]: ...
+
+
+class PrefixIndex:
+    """Which tokens start with a prefix, ignoring case (a word being typed): the vocabulary
+    lower-cased and sorted once, then two bisections per question."""
+
+    def __init__(self, tokens: Iterable[tuple[str, int]]) -> None:
+        pairs = sorted((token.lower(), token_id) for token, token_id in tokens)
+        self._keys = [key for key, _ in pairs]
+        self._ids = [token_id for _, token_id in pairs]
+
+    def ids(self, prefix: str) -> list[int]:
+        lowered = prefix.lower()
+        start = bisect.bisect_left(self._keys, lowered)
+        end = bisect.bisect_left(self._keys, lowered + "\U0010ffff", lo=start)
+        return self._ids[start:end]
+
 
 class WordTokenizer:
     """A word vocabulary; the normalizer and pre-tokenizer travel inside the JSON."""
@@ -78,6 +97,7 @@ class WordTokenizer:
         if tokenizer.token_to_id(UNK) is None:
             raise ValueError(f"a word vocabulary needs the unknown token {UNK!r}")
         self._tokenizer = tokenizer
+        self._prefixes: PrefixIndex | None = None  # built on first use
 
     @property
     def vocab_size(self) -> int:
@@ -118,6 +138,12 @@ class WordTokenizer:
 
     def vocabulary(self) -> dict[str, int]:
         return dict(self._tokenizer.get_vocab())
+
+    def starting_with(self, prefix: str) -> list[int]:
+        """Ids of the words that start with `prefix`, ignoring case."""
+        if self._prefixes is None:
+            self._prefixes = PrefixIndex(self._tokenizer.get_vocab().items())
+        return self._prefixes.ids(prefix)
 
     def to_json(self) -> str:
         return str(self._tokenizer.to_str())
@@ -229,6 +255,13 @@ class CharTokenizer:
         return json.dumps(
             {"type": "char", "version": 1, "vocab": self._chars[1:]}, ensure_ascii=False
         )
+
+    def starting_with(self, prefix: str) -> list[int]:
+        """Ids of the characters that start with `prefix` (the prefix itself, or all for ""),
+        ignoring case."""
+        return [
+            i for i, c in enumerate(self._chars) if i > 0 and c.lower().startswith(prefix.lower())
+        ]
 
 
 def tokenizer_from_json(text: str) -> Tokenizer:

@@ -3,7 +3,6 @@ runs on the engine's inference thread, a batch at a time."""
 
 from __future__ import annotations
 
-import bisect
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -288,25 +287,9 @@ def _lookup(checkpoint: Checkpoint, word: str) -> int | None:
     return None
 
 
-_VOCABULARIES: dict[int, tuple[list[str], list[int]]] = {}
-
-
-def _lowered_vocabulary(tokenizer: Tokenizer) -> tuple[list[str], list[int]]:
-    """The vocabulary lower-cased and sorted, with each word's id; built once per tokenizer."""
-    key = id(tokenizer)
-    if key not in _VOCABULARIES:
-        pairs = sorted((tokenizer.id_to_token(i).lower(), i) for i in range(tokenizer.vocab_size))
-        _VOCABULARIES[key] = ([w for w, _ in pairs], [i for _, i in pairs])
-    return _VOCABULARIES[key]
-
-
 def completion_ids(tokenizer: Tokenizer, prefix: str) -> list[int]:
-    """Ids of the vocabulary words that start with `prefix`, ignoring case (two bisections)."""
-    words, ids = _lowered_vocabulary(tokenizer)
-    lowered = prefix.lower()
-    start = bisect.bisect_left(words, lowered)
-    end = bisect.bisect_left(words, lowered + "\U0010ffff", lo=start)
-    return ids[start:end]
+    """Ids of the vocabulary words that start with `prefix`, ignoring case."""
+    return tokenizer.starting_with(prefix)
 
 
 def build_query(checkpoint: Checkpoint, text: str, top_k: int, max_tokens: int) -> NextWordQuery:

@@ -81,3 +81,12 @@ def test_a_lone_surrogate_is_an_unknown_token_never_an_error() -> None:
     assert tokenizer.token_to_id("\ud800") is None
     chars = CharTokenizer.fit("ab")
     assert chars.encode("a\ud800").ids == [chars.token_to_id("a"), chars.unk_id]
+
+
+def test_tokens_starting_with_a_prefix_ignore_case() -> None:
+    words = fit_word_tokenizer(["The history of the city", "a historical war"], "pretokenized")
+    found = {words.id_to_token(i) for i in words.starting_with("HIST")}
+    assert found == {"history", "historical"}
+    assert words.starting_with("zzq") == []
+    chars = CharTokenizer.fit("abcA")
+    assert sorted(chars.id_to_token(i) for i in chars.starting_with("a")) == ["A", "a"]
