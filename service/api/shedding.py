@@ -40,4 +40,5 @@ class LoadShedding:
         headers = {"Retry-After": str(error.retry_after)} if isinstance(error, Overloaded) else {}
         kind = kind_of(error)
         rejection = Rejection(kind.status, kind.error_type, error.message, headers=headers)
-        await send_rejection(send, rejection, scope.get("state", {}).get("request_id", "-"))
+        request_id = scope.get("state", {}).get("request_id", "-")
+        await send_rejection(send, rejection, request_id, scope["path"])

@@ -72,4 +72,5 @@ ROUTE_OPERATIONS = {
     "/next-word": NEXT_WORD.name,
     "/generate": GENERATE,
     "/generate/stream": GENERATE,
+    "/v1/completions": GENERATE,
 }

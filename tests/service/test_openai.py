@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -15,7 +16,14 @@ import pytest
 from service.app import create_app
 from service.openai_schemas import UNSUPPORTED
 from tests.service.conftest import SettingsFactory
-from tests.service.support import running_server, wait_ready
+from tests.service.support import (
+    engine_blocked,
+    running_server,
+    serve,
+    state_of,
+    wait_ready,
+    wait_until,
+)
 
 KEY = "sk-test-key"
 
@@ -265,3 +273,25 @@ def test_a_penalty_breaks_the_greedy_loop_on_generate(base_url: str) -> None:
     penalised = generate(base_url, "to be", 40, 0, temperature=0.0, frequency_penalty=2.0)["text"]
     assert len(set(greedy)) <= 3, greedy  # the tiny model loops on a few characters
     assert len(set(penalised)) > 2 * len(set(greedy)), penalised
+
+
+def test_a_full_server_refuses_a_completion_at_once_in_openai_shape(
+    make_settings: SettingsFactory,
+) -> None:
+    """The one overload check covers /v1/completions before its body is read: 503 with
+    Retry-After, in the shape the client reads (openai.InternalServerError after its retries)."""
+    settings = make_settings(max_active_generations=1, max_queue=1)
+    with serve(settings) as client:
+        state = state_of(client)
+        body = {"prompt": "to", "max_new_tokens": 3, "seed": 1}
+        with ThreadPoolExecutor(2) as pool, engine_blocked(state.engine):
+            running = [pool.submit(client.post, "/generate", json=body) for _ in range(2)]
+            wait_until(lambda: state.engine.generating() == 2)
+            refused = client.post(
+                "/v1/completions", json={"model": "generate", "prompt": "to", "max_tokens": 3}
+            )
+        assert refused.status_code == 503
+        assert int(refused.headers["retry-after"]) >= 1
+        error = refused.json()["error"]
+        assert error["code"] == "overloaded" and "generations" in error["message"]
+        assert all(future.result(timeout=10).status_code == 200 for future in running)

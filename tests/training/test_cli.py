@@ -49,8 +49,8 @@ def test_smoke_without_data_trains_offline_on_the_shipped_sample(
     assert sample.name == SAMPLE_NAMES[task]
     assert f"--smoke without --data: training on the sample shipped in {sample}" in out.getvalue()
     card = load_checkpoint(export).card
-    # a character corpus is named by its file, the others by their directory
-    assert card["dataset"]["name"] == ("input.txt" if task == "generate" else sample.name)
+    # every corpus is named by its directory (a character corpus in the canonical input.txt too)
+    assert card["dataset"]["name"] == sample.name
     assert card["config"]["data"] == str(sample)
     assert card["metrics"]["test"]  # the sample has a test split, and it was measured
     assert not (tmp_path / "cache").exists()  # nothing was downloaded

@@ -122,7 +122,7 @@ def test_char_splits_put_test_at_the_end_and_never_overlap_train(tmp_path: Path)
     assert splits.valid == "".join(blocks[19::20]) and len(splits.valid) == 44
     assert splits.train == "".join(b for i, b in enumerate(blocks) if i % 20 != 19)
     assert splits.test == text[900:]
-    assert splits.name == "input.txt"
+    assert splits.name == tmp_path.name  # the corpus's folder: "tinyshakespeare", not the file
     assert splits.sha256 == {"input.txt": sha256_of(tmp_path / "input.txt")}
 
 
@@ -144,13 +144,13 @@ def test_char_split_boundaries_for_awkward_lengths(
     assert not set(splits.train) & set(splits.test)  # no character of the test part is trained on
 
 
-def test_char_splits_read_gzip_and_name_the_plain_file(tmp_path: Path) -> None:
+def test_char_splits_read_gzip_and_name_the_corpus(tmp_path: Path) -> None:
     text = shakespeare(400, seed=1)
     (tmp_path / "input.txt.gz").write_bytes(gzip.compress(text.encode(), mtime=0))
     splits = load_char_splits(LanguageModelTrainConfig(data=str(tmp_path)))
     assert sorted(splits.train + splits.valid + splits.test) == sorted(text)
     assert text.endswith(splits.test)
-    assert splits.name == "input.txt"
+    assert splits.name == tmp_path.name
     assert list(splits.sha256) == ["input.txt.gz"]
 
 

@@ -127,7 +127,9 @@ def test_card_records_metrics_and_provenance(run: SmokeRun) -> None:
 
     files = [run.data] if run.data.is_file() else sorted(run.data.iterdir())
     assert card["dataset"]["sha256"] == {p.name: sha256_file(p) for p in files}
-    assert card["dataset"]["name"] == run.data.name
+    # a corpus is named by its folder; tinyshakespeare/input.txt by the folder it lies in
+    corpus = run.data.parent if run.data.name == "input.txt" else run.data
+    assert card["dataset"]["name"] == corpus.name
 
     assert card["command"] == "python -m training " + shlex.join(run.argv)
     flags = {"data": str(run.data), "run_dir": str(run.run_dir), "smoke": True}
