@@ -208,7 +208,9 @@ def test_a_missing_model_is_reported_and_its_requests_fail_visibly(
         page.find("sentiment-submit").click()
         error = page.find("sentiment-error")
         page.wait(error.is_displayed, "the error")
-        assert "no loaded model serves sentiment" in error.text and "HTTP 404" in error.text
+        # the model that would serve it failed to load: 503 model_unavailable, as when named
+        assert "no loaded model serves sentiment; failed to load: sentiment" in error.text
+        assert "HTTP 503 · model_unavailable" in error.text
 
 
 def test_the_api_key_is_asked_for_and_sent(page: Page, make_settings: SettingsFactory) -> None:
