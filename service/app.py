@@ -73,7 +73,9 @@ async def _load(state: ServiceState, on_fatal: Callable[[str], None] | None) -> 
             max_batch_size=settings.max_batch_size,
             max_wait_s=settings.max_wait_ms / 1000,
             max_active_generations=settings.max_active_generations,
-            cache_bytes=settings.cache_mb * 2**20,
+            # the budget is the model's, shared out among the engines (with prefix affinity a
+            # text's states live on one engine: more engines need no more cache in all)
+            cache_bytes=settings.cache_mb * 2**20 // max(1, count),
         )
         failures = await state.engine.start(spec)
         registry.finish(failures, time.perf_counter() - started)
