@@ -63,7 +63,6 @@ async def _load(state: ServiceState, on_fatal: Callable[[str], None] | None) -> 
         checkpoints = await asyncio.to_thread(registry.load_all, count > 0 and device.type == "cpu")
         if not checkpoints or (registry.failures and not settings.allow_partial):
             registry.finish({}, 0.0)  # raises StartupError
-        state.engine.settings.engines = count
         spec = EngineSpec(
             index=0,
             checkpoints=checkpoints,
@@ -77,7 +76,7 @@ async def _load(state: ServiceState, on_fatal: Callable[[str], None] | None) -> 
             # text's states live on one engine: more engines need no more cache in all)
             cache_bytes=settings.cache_mb * 2**20 // max(1, count),
         )
-        failures = await state.engine.start(spec)
+        failures = await state.engine.start(spec, count)
         registry.finish(failures, time.perf_counter() - started)
         state.metrics.models_loaded.set(len(registry.models))
         logger.info(
@@ -108,7 +107,6 @@ def create_app(
     metrics = Metrics()
     engine = EngineClient(
         EngineSettings(
-            engines=0 if settings.engines == "auto" else int(settings.engines),  # set at start
             max_batch_size=settings.max_batch_size,
             max_queue=settings.max_queue,
             max_active_generations=settings.max_active_generations,

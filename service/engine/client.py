@@ -113,7 +113,6 @@ class _Engine:
 
 @dataclass
 class EngineSettings:
-    engines: int  # processes; 0: one engine on a thread of this process
     max_batch_size: int
     max_queue: int
     max_active_generations: int
@@ -128,16 +127,19 @@ class EngineClient:
         self._streams: dict[int, GenerationStream] = {}
         self._seconds_per_item: dict[str, float] = defaultdict(lambda: 0.001)
         self._stopping = False
+        self._in_process = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._restarting: set[asyncio.Task[None]] = set()
 
     # ---- start and stop ----
 
-    async def start(self, base: EngineSpec) -> dict[str, str]:
-        """Start every engine and wait until each has warmed up its models; returns the models
-        that failed their warm-up (model -> reason)."""
+    async def start(self, base: EngineSpec, engines: int) -> dict[str, str]:
+        """Start `engines` engine processes (0: one engine on a thread of this process) and wait
+        until each has warmed up its models; returns the models that failed their warm-up
+        (model -> reason)."""
         self._loop = asyncio.get_running_loop()
-        count = max(1, self.settings.engines)
+        self._in_process = engines == 0
+        count = max(1, engines)
         self.engines = [
             _Engine(i, replace(base, index=i, device=_device(base.device, i, count)))
             for i in range(count)
@@ -150,7 +152,7 @@ class EngineClient:
 
     async def _launch(self, engine: _Engine) -> protocol.Ready:
         ours, theirs = socket.socketpair()
-        if self.settings.engines == 0:
+        if self._in_process:
             engine.local = Worker(theirs, engine.spec)
             engine.process = threading.Thread(
                 target=run_worker, args=(engine.local,), name="engine", daemon=True

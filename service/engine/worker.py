@@ -144,9 +144,7 @@ class Worker:
     def _busy(self) -> bool:
         if self.held:
             return False
-        return any(self.queues.values()) or any(
-            s.scheduler.active() for s in self.served.values() if s.scheduler is not None
-        )
+        return any(self.queues.values()) or self._generating()
 
     def _wait_time(self) -> float | None:
         """How long to wait for messages: not at all with work to do, else until one arrives;
