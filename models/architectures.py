@@ -47,6 +47,10 @@ class ClassifierConfig:
     pooling: tuple[str, ...] = ("max", "mean")
     # Also pool the embeddings themselves, a bag-of-words path beside the recurrent one.
     pool_embeddings: bool = False
+    # > 0: a bag of word pairs beside it, each adjacent pair hashed into one of this many
+    # ngram_dim-wide embeddings and mean-pooled (the bigram features of NB-SVM, Wang & Manning 2012)
+    ngram_buckets: int = 0
+    ngram_dim: int = 16
     padding_id: int = 0
 
     def __post_init__(self) -> None:
@@ -59,6 +63,11 @@ class ClassifierConfig:
             )
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
+        if self.ngram_buckets < 0 or self.ngram_dim < 1:
+            raise ValueError(
+                f"ngram_buckets must be >= 0 and ngram_dim >= 1, got "
+                f"{self.ngram_buckets} and {self.ngram_dim}"
+            )
 
 
 @dataclass(frozen=True)
@@ -152,19 +161,29 @@ class SequenceClassifier(nn.Module):
         pooled_dim = config.hidden_dim * directions  # D: the width of one pooled vector
         if config.pool_embeddings:
             pooled_dim += config.embed_dim
-        # one D-wide vector per pooling kind, side by side
-        self.head = nn.Linear(pooled_dim * len(config.pooling), config.num_classes)
+        self.ngrams = (
+            nn.Embedding(config.ngram_buckets, config.ngram_dim) if config.ngram_buckets else None
+        )
+        # one D-wide vector per pooling kind, side by side, then the pooled pairs if any
+        ngram_width = config.ngram_dim if config.ngram_buckets else 0
+        self.head = nn.Linear(pooled_dim * len(config.pooling) + ngram_width, config.num_classes)
 
     def forward(
         self, tokens: torch.Tensor, lengths: torch.Tensor, packed: bool = True
     ) -> tuple[torch.Tensor, State]:
         """tokens (B, T) padded at the end, lengths (B,) >= 1 -> logits (B, C), final state."""
-        return self.classify(self.embedding(tokens), lengths, packed)
+        return self.classify(self.embedding(tokens), lengths, packed, tokens)
 
     def classify(
-        self, embedded: torch.Tensor, lengths: torch.Tensor, packed: bool = True
+        self,
+        embedded: torch.Tensor,
+        lengths: torch.Tensor,
+        packed: bool = True,
+        tokens: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, State]:
-        """Same as `forward` from embeddings (B, T, E), so callers can attribute to tokens."""
+        """Same as `forward` from embeddings (B, T, E), so callers can attribute to tokens; the
+        word-pair path, when the model has one, reads `tokens` (B, T), and adds a term that does
+        not depend on `embedded`."""
         x = self.embed_dropout(embedded)  # (B, T, E)
         state: State | None = None
         for i, layer in enumerate(self.layers):
@@ -174,8 +193,25 @@ class SequenceClassifier(nn.Module):
             # the embeddings before dropout: the bag-of-words path sees every word
             x = torch.cat([x, embedded], dim=-1)  # (B, T, H*dirs + E)
         pooled = self._pool(x, lengths)  # (B, D * len(pooling))
+        if self.ngrams is not None:
+            if tokens is None:
+                raise ValueError("this model reads word pairs: classify() needs the tokens")
+            pooled = torch.cat([pooled, self._pool_pairs(tokens, lengths)], dim=-1)
         assert state is not None  # num_layers >= 1, so the loop ran
         return self.head(self.dropout(pooled)), state  # (B, C)
+
+    def _pool_pairs(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T) -> the mean embedding of each row's adjacent word pairs (B, N); a row
+        of one word has no pair and gets zeros."""
+        assert self.ngrams is not None
+        first, second = tokens[:, :-1], tokens[:, 1:]  # (B, T-1): pair t is (token t, t+1)
+        # a multiplicative hash: ids below 2**20 and the prime below 2**21 stay inside int64;
+        # pairs that collide share an embedding, the price of a fixed-size table
+        buckets = (first * 1_000_003 + second) % self.config.ngram_buckets  # (B, T-1)
+        pairs = (lengths.to(tokens.device) - 1).clamp(min=0)  # (B,): real pairs per row
+        mask = length_mask(pairs, buckets.shape[1]).unsqueeze(-1)  # (B, T-1, 1)
+        summed = (self.ngrams(buckets) * mask).sum(1)  # (B, N): padding pairs masked out
+        return summed / pairs.clamp(min=1).unsqueeze(1).to(summed.dtype)  # (B, N)
 
     def _pool(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """x (B, T, D) -> (B, D * len(pooling)); padding never enters a pool."""

@@ -16,6 +16,13 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers.models import WordLevel
 
 PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
+_HAS_WORD = re.compile(r"\w")
+
+
+def is_word(token: str) -> bool:
+    """A token a person reads as a word: letters or digits, not punctuation, not a special."""
+    return token not in (PAD, UNK, EOS) and bool(_HAS_WORD.search(token))
+
 
 # A word keeps an inner apostrophe ("don't"); any other run of punctuation is one token per mark.
 _WORD_PATTERN = r"\w+(?:'\w+)*|[^\w\s]"

@@ -11,7 +11,7 @@ import torch
 
 from models.architectures import LanguageModel, SequenceClassifier
 from models.checkpoint import Checkpoint
-from models.tokenizers import EOS, Tokenizer, truncate_ids
+from models.tokenizers import EOS, Tokenizer, is_word, truncate_ids
 from service.generation import WORD_DISPLAY
 from service.prefix_cache import PrefixCache, read_prefixes
 
@@ -208,6 +208,7 @@ def explain(checkpoint: Checkpoint, review: Review) -> list[TokenContribution]:
         logits, _ = model.classify(
             embedded.to(model.embedding.weight.dtype),
             torch.tensor([len(review.ids)], device=device),
+            tokens=tokens,
         )
         margin = (logits[0, -1] - logits[0, 0]) / checkpoint.config.temperature
         (gradient,) = torch.autograd.grad(margin, embedded)
@@ -335,14 +336,14 @@ _SPECIAL = {EOS, "<unk>", "<pad>"}
 # WikiText's markup: "= Heading =" lines and the "@-@" / "@,@" / "@.@" joiners of split words and
 # numbers. Nobody types them: never suggested (the model still reads them in context).
 _MARKUP = {"=", "@-@", "@,@", "@.@"}
-_HAS_WORD = re.compile(r"\w")
 
 
-def _suggestible(token: str, text_started: bool) -> bool:
-    """A word a person would type; punctuation only once there is text for it to follow."""
+def _suggestible(token: str, text_started: bool, most_likely: bool = True) -> bool:
+    """A word a person would type. Punctuation only where the text calls for it: once there is
+    text for it to follow, and (among the top k) only as the single most likely next token."""
     if token in _SPECIAL or token in _MARKUP:
         return False
-    return text_started or bool(_HAS_WORD.search(token))
+    return is_word(token) or (text_started and most_likely)
 
 
 def next_words_of_texts(
@@ -388,7 +389,11 @@ def suggest(
         # text, punctuation take a few of the most likely places)
         wanted = min(query.top_k + 64, probs.numel())
         top = probs.topk(wanted).indices.tolist()
-        chosen = [i for i in top if _suggestible(tokenizer.id_to_token(i), started)]
+        chosen = [
+            i
+            for rank, i in enumerate(top)
+            if _suggestible(tokenizer.id_to_token(i), started, most_likely=rank == 0)
+        ]
         chosen = chosen[: query.top_k]
     suggestions = [
         Suggestion(

@@ -41,6 +41,7 @@ from training.config import (
 from training.data import DataError
 from training.export import command_line, model_card, plot_curves
 from training.loop import Trainer, seed_everything
+from training.sentences import one_sentence_set
 from training.tasks import TaskKind
 
 # Each task behind the interface in `training.tasks`; `train` and `evaluate` never ask which.
@@ -142,22 +143,12 @@ def calibrate(checkpoint: str, data: str | None, threads: int) -> dict[str, floa
     config = _card_config(loaded, data)
     assert isinstance(config, SentimentConfig)
     splits = sentiment.load_data(config)
+    valid = sentiment.checkpoint_rows(loaded, splits.valid)
+    sentences = sentiment.checkpoint_rows(loaded, one_sentence_set(splits.valid, config.seed))
     pad = loaded.tokenizer.pad_id or 0
-    logits, labels = sentiment.predict_rows(
-        loaded.model,
-        sentiment.checkpoint_rows(loaded, splits.valid),
-        pad,
-        config.max_eval_batches,
-    )
-    calibration = sentiment.calibration(logits, labels)
+    calibration = sentiment.fit_calibration(loaded.model, valid, sentences, pad, config)
     temperature = calibration["temperature"]
-    test = sentiment.evaluate_rows(
-        loaded.model,
-        sentiment.checkpoint_rows(loaded, splits.test),
-        pad,
-        config.max_eval_batches,
-        temperature,
-    )
+    test = sentiment.measure(loaded.model, loaded.tokenizer, splits.test, config, temperature)
     card = {**loaded.card, "calibration": calibration}
     card["metrics"] = {**card.get("metrics", {}), "test": test}
     new_config = dataclasses.replace(loaded.config, temperature=temperature)

@@ -38,6 +38,8 @@ MODEL_HELP = {
     "embed_dropout": "dropout on the embeddings",
     "pooling": "how the outputs over time become one vector: comma list of last, mean, max",
     "pool_embeddings": "also pool the embeddings themselves, a bag-of-words path (true/false)",
+    "ngram_buckets": "hashed buckets of a bag of adjacent word pairs beside it; 0: none",
+    "ngram_dim": "width of each word-pair bucket's embedding",
     "tie_weights": "share the embedding matrix with the output projection (true/false)",
     "adaptive_cutoffs": "adaptive softmax cluster cut-offs, a comma list; empty: full softmax",
     "adaptive_div_value": "how much narrower each adaptive softmax cluster is than the one before",
@@ -126,9 +128,17 @@ class SentimentConfig(TrainConfig):
     )
     valid_fraction: float = setting(0.1, "share of the training reviews held out for validation")
     label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy loss")
+    short_crops: float = setting(
+        0.0,
+        "share of the training reviews that also train as a crop of one or two of their "
+        "sentences each epoch, so short text is in distribution",
+    )
 
     def smoke_settings(self) -> dict[str, Any]:
-        return {**super().smoke_settings(), "max_vocab": 2000, "max_length": 64, "head_tokens": 16}
+        small = super().smoke_settings()
+        # a smoke run's word-pair table: enough buckets for its few pairs, not the full run's
+        small["model"]["ngram_buckets"] = min(self.model["ngram_buckets"], 4096)
+        return {**small, "max_vocab": 2000, "max_length": 64, "head_tokens": 16}
 
 
 @dataclass

@@ -16,7 +16,15 @@ from models.architectures import LanguageModel, build_model
 from models.checkpoint import Checkpoint, CheckpointConfig
 from models.decoding import SamplingParams, generate_ids, make_generator
 from models.recurrent import State, detach_state
-from models.tokenizers import EOS, UNK, CharTokenizer, Tokenizer, WordTokenizer, fit_word_tokenizer
+from models.tokenizers import (
+    EOS,
+    UNK,
+    CharTokenizer,
+    Tokenizer,
+    WordTokenizer,
+    fit_word_tokenizer,
+    is_word,
+)
 from training.config import LanguageModelTrainConfig, TrainConfig
 from training.tasks import SAMPLES, Finished
 from training.text import TextSplits, char_ids, load_char_splits, load_word_splits, word_ids
@@ -121,6 +129,7 @@ class LanguageModelTask:
             self.config.eval_bptt,
             self.config.max_eval_batches,
             self.kind.top_k,
+            word_mask(self.tokenizer) if self.kind.top_k else None,
         )
         samples = card_samples(
             model, self.tokenizer, self.config.sample_prompts, self.kind.sample_length,
@@ -164,14 +173,20 @@ def evaluate_ids(
     bptt: int,
     max_batches: int = 0,
     top_k: tuple[int, ...] = (),
+    words: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Mean next-token loss in nats over every position (state carried), perplexity, bits per
-    token, and top-k accuracy for each k asked for (needs full distributions: slower)."""
+    token, and top-k accuracy for each k asked for (needs full distributions: slower). With
+    `words` (V,), True at the ids that are words, also what a person typing sees: top-3 counted
+    on word targets among the 3 most likely words, and the share of the raw top-3 that is not
+    a word (punctuation, line ends)."""
     device = next(model.parameters()).device
     data = streams(ids, batch_size).to(device)
     state: State | None = None
     nll, count = 0.0, 0
     hits = dict.fromkeys(top_k, 0)
+    word_hits, word_targets, nonword_slots = 0, 0, 0
+    is_word = words.to(device) if words is not None else None
     windows = range(0, data.shape[1] - 1, bptt)
     with torch.inference_mode():
         for number, start in enumerate(windows):
@@ -190,6 +205,13 @@ def evaluate_ids(
                 wanted = flat_targets[chunk : chunk + 1024, None]
                 for k in top_k:
                     hits[k] += int((best[:, :k] == wanted).any(-1).sum())
+                if is_word is not None:
+                    nonword_slots += int((~is_word[best[:, :3]]).sum())
+                    target_is_word = is_word[wanted[:, 0]]  # (N,)
+                    best_words = logits.masked_fill(~is_word, float("-inf")).topk(3, -1).indices
+                    found = (best_words == wanted).any(-1) & target_is_word
+                    word_hits += int(found.sum())
+                    word_targets += int(target_is_word.sum())
     loss = nll / max(1, count)
     metrics = {
         "loss": loss,
@@ -198,7 +220,16 @@ def evaluate_ids(
         "tokens": float(count),
     }
     metrics.update({f"top{k}_accuracy": hits[k] / max(1, count) for k in top_k})
+    if is_word is not None and top_k:
+        metrics["word_top3_accuracy"] = word_hits / max(1, word_targets)
+        metrics["word_targets"] = float(word_targets)
+        metrics["nonword_top3_share"] = nonword_slots / max(1, 3 * count)
     return metrics
+
+
+def word_mask(tokenizer: Tokenizer) -> torch.Tensor:
+    """(V,) True at the ids whose tokens are words."""
+    return torch.tensor([is_word(tokenizer.id_to_token(i)) for i in range(tokenizer.vocab_size)])
 
 
 def _language_config(config: TrainConfig) -> LanguageModelTrainConfig:
@@ -275,6 +306,7 @@ class TextTask:
             config.eval_bptt,
             config.max_eval_batches,
             self.top_k,
+            word_mask(checkpoint.tokenizer) if self.top_k else None,
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import random
 from collections.abc import Iterator, Sequence
@@ -25,6 +26,7 @@ from training.data import (
     sha256_of,
     split_validation,
 )
+from training.sentences import crop, eligible, one_sentence_set
 from training.tasks import SAMPLES, Finished
 
 LABELS = ("negative", "positive")
@@ -117,6 +119,14 @@ class SentimentTask:
         self.checkpoint_config = checkpoint_config
         self.train_rows = self._encode(data.train)
         self.valid_rows = self._encode(data.valid)
+        self.valid_sentence_rows = self._encode(one_sentence_set(data.valid, config.seed))
+        # each training review's eligible sentences, encoded once; crops are drawn from them
+        self.train_sentences: list[tuple[list[list[int]], int]] = []
+        if config.short_crops > 0:
+            for example in data.train:
+                pieces = [tokenizer.encode(s).ids for s in eligible(example.text)]
+                if pieces:
+                    self.train_sentences.append((pieces, example.label))
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self._batches_per_epoch = len(self._epoch_batches(0))
 
@@ -125,9 +135,18 @@ class SentimentTask:
             self.tokenizer, examples, self.config.max_length, self.config.head_tokens
         )
 
+    def _crops(self, epoch: int) -> list[tuple[list[int], int]]:
+        """This epoch's crops: a fixed number (so every epoch has as many steps), from reviews
+        and sentences chosen anew each epoch."""
+        rng = random.Random(self.config.seed * 1000 + epoch + 500)
+        count = round(self.config.short_crops * len(self.train_sentences))
+        chosen = rng.sample(self.train_sentences, min(count, len(self.train_sentences)))
+        return [(crop(pieces, rng), label) for pieces, label in chosen]
+
     def _epoch_batches(self, epoch: int) -> list[list[tuple[list[int], int]]]:
+        rows = self.train_rows + self._crops(epoch)
         batches = bucketed(
-            self.train_rows, self.config.batch_size, random.Random(self.config.seed * 1000 + epoch)
+            rows, self.config.batch_size, random.Random(self.config.seed * 1000 + epoch)
         )
         limit = self.config.max_train_batches
         return batches[:limit] if limit else batches
@@ -155,21 +174,22 @@ class SentimentTask:
         return self.loss_fn(logits.float(), labels.to(device)), int(lengths.sum())
 
     def validate(self, model: nn.Module) -> dict[str, float]:
-        return evaluate_rows(
-            model, self.valid_rows, self.tokenizer.pad_id or 0, self.config.max_eval_batches
-        )
+        pad, cap = self.tokenizer.pad_id or 0, self.config.max_eval_batches
+        metrics = evaluate_rows(model, self.valid_rows, pad, cap)
+        if self.valid_sentence_rows:
+            short = evaluate_rows(model, self.valid_sentence_rows, pad, cap)
+            metrics["sentence_accuracy"] = short["accuracy"]
+        return metrics
 
     def finish(self, model: nn.Module) -> Finished:
         """Fit the temperature on the validation split (a model trained to a low training loss is
         over-confident), then measure the test split once with it."""
         pad = self.tokenizer.pad_id or 0
-        logits, labels = predict_rows(model, self.valid_rows, pad, self.config.max_eval_batches)
-        fitted = calibration(logits, labels)
+        fitted = fit_calibration(model, self.valid_rows, self.valid_sentence_rows, pad, self.config)
         temperature = fitted["temperature"]
         test: dict[str, float] = {}
         if self.data.test:
-            rows = self._encode(self.data.test)
-            test = evaluate_rows(model, rows, pad, self.config.max_eval_batches, temperature)
+            test = measure(model, self.tokenizer, self.data.test, self.config, temperature)
         return Finished(
             checkpoint_config=dataclasses.replace(self.checkpoint_config, temperature=temperature),
             test=test,
@@ -204,22 +224,47 @@ def predict_rows(
     return torch.cat(logits), torch.cat(labels)
 
 
+def expected_calibration_error(
+    probabilities: torch.Tensor, labels: torch.Tensor, bins: int = 15
+) -> float:
+    """|confidence - accuracy| averaged over `bins` equal-width confidence bins, weighted by
+    how many predictions fall in each (Guo et al., 2017): 0 when a confidence of 0.8 is right
+    80% of the time."""
+    confidence, predicted = probabilities.max(-1)  # (N,), (N,)
+    correct = (predicted == labels).float()
+    edges = torch.linspace(0, 1, bins + 1)
+    error = 0.0
+    for low, high in itertools.pairwise(edges.tolist()):
+        inside = (confidence > low) & (confidence <= high)
+        if inside.any():
+            gap = confidence[inside].mean() - correct[inside].mean()
+            error += float(gap.abs()) * int(inside.sum()) / max(1, labels.numel())
+    return error
+
+
 def classification_metrics(
     logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
 ) -> dict[str, float]:
-    """Accuracy, F1 of the positive class and mean loss of logits / temperature."""
+    """Accuracy, F1 of the positive class, recall of each class, the share predicted positive,
+    mean loss and expected calibration error of logits / temperature."""
     total = labels.numel()
     predicted = logits.argmax(-1)
     true_pos = int(((predicted == 1) & (labels == 1)).sum())
+    true_neg = int(((predicted == 0) & (labels == 0)).sum())
     false_pos = int(((predicted == 1) & (labels == 0)).sum())
     false_neg = int(((predicted == 0) & (labels == 1)).sum())
     precision = true_pos / max(1, true_pos + false_pos)
     recall = true_pos / max(1, true_pos + false_neg)
     loss = nn.functional.cross_entropy(logits / temperature, labels, reduction="sum")
+    probabilities = torch.softmax(logits / temperature, -1)
     return {
         "accuracy": int((predicted == labels).sum()) / max(1, total),
         "f1": 2 * precision * recall / max(1e-12, precision + recall),
+        "recall_negative": true_neg / max(1, true_neg + false_pos),
+        "recall_positive": recall,
+        "predicted_positive": (true_pos + false_pos) / max(1, total),
         "loss": float(loss) / max(1, total),
+        "ece": expected_calibration_error(probabilities, labels) if total else 0.0,
         "examples": float(total),
     }
 
@@ -295,14 +340,35 @@ class Sentiment:
         return task, build_model(model_config)
 
     def evaluate(self, checkpoint: Checkpoint, config: TrainConfig) -> dict[str, float]:
-        rows = checkpoint_rows(checkpoint, load_data(_sentiment_config(config)).test)
-        return evaluate_rows(
-            checkpoint.model,
-            rows,
-            checkpoint.tokenizer.pad_id or 0,
-            config.max_eval_batches,
-            checkpoint.config.temperature,
+        config = dataclasses.replace(
+            _sentiment_config(config),
+            max_length=checkpoint.config.max_length,
+            head_tokens=checkpoint.config.head_tokens,
         )
+        test = load_data(config).test
+        return measure(
+            checkpoint.model, checkpoint.tokenizer, test, config, checkpoint.config.temperature
+        )
+
+
+def measure(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    examples: list[Example],
+    config: SentimentConfig,
+    temperature: float,
+) -> dict[str, float]:
+    """The test metrics of full reviews, and as `sentence_*` those of the one-sentence set cut
+    from the same reviews."""
+    pad, cap = tokenizer.pad_id or 0, config.max_eval_batches
+    rows = encode_examples(tokenizer, examples, config.max_length, config.head_tokens)
+    metrics = evaluate_rows(model, rows, pad, cap, temperature)
+    short = one_sentence_set(examples, config.seed)
+    if short:
+        rows = encode_examples(tokenizer, short, config.max_length, config.head_tokens)
+        sentence = evaluate_rows(model, rows, pad, cap, temperature)
+        metrics.update({f"sentence_{k}": v for k, v in sentence.items()})
+    return metrics
 
 
 def checkpoint_rows(checkpoint: Checkpoint, examples: list[Example]) -> list[tuple[list[int], int]]:
@@ -311,8 +377,16 @@ def checkpoint_rows(checkpoint: Checkpoint, examples: list[Example]) -> list[tup
     return encode_examples(checkpoint.tokenizer, examples, config.max_length, config.head_tokens)
 
 
-def calibration(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """The fitted temperature and the validation loss before and after it."""
+def fit_calibration(
+    model: nn.Module,
+    rows: list[tuple[list[int], int]],
+    sentence_rows: list[tuple[list[int], int]],
+    pad_id: int,
+    config: SentimentConfig,
+) -> dict[str, float]:
+    """The temperature fitted on validation reviews and one sentence of each together, so a
+    confidence means the same on a review and on a sentence; the loss before and after."""
+    logits, labels = predict_rows(model, rows + sentence_rows, pad_id, config.max_eval_batches)
     temperature = fit_temperature(logits, labels)
     return {
         "temperature": temperature,

@@ -43,6 +43,8 @@ def test_classifier_batch_equals_each_sequence_alone(cell: str, bidirectional: b
         bidirectional=bidirectional,
         pooling=("last", "mean", "max"),
         pool_embeddings=True,
+        ngram_buckets=97,
+        ngram_dim=3,
     )
     model = SequenceClassifier(config).eval()
     tokens, lengths = _batch(50, [7, 3, 5, 1])
@@ -50,6 +52,20 @@ def test_classifier_batch_equals_each_sequence_alone(cell: str, bidirectional: b
     for row, length in enumerate(lengths.tolist()):
         alone, _ = model(tokens[row : row + 1, :length], lengths[row : row + 1])
         torch.testing.assert_close(batched[row], alone[0], rtol=0, atol=1e-6)
+
+
+def test_word_pairs_change_the_answer_and_need_the_tokens() -> None:
+    torch.manual_seed(3)
+    config = ClassifierConfig(vocab_size=30, embed_dim=4, hidden_dim=4, ngram_buckets=53)
+    model = SequenceClassifier(config).eval()
+    tokens, lengths = _batch(30, [6], seed=3)
+    with torch.no_grad():
+        before, _ = model(tokens, lengths)
+        model.ngrams.weight.mul_(100)  # type: ignore[union-attr]
+        after, _ = model(tokens, lengths)
+    assert not torch.allclose(before, after)
+    with pytest.raises(ValueError, match="needs the tokens"):
+        model.classify(model.embedding(tokens), lengths)
 
 
 @pytest.mark.parametrize("cell", CELLS)

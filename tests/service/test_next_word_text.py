@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from service.inference import _suggestible
 
 
-def _next_word(client: TestClient, text: str) -> dict[str, Any]:
-    response = client.post("/next-word", json={"text": text})
+def _next_word(client: TestClient, text: str, top_k: int = 3) -> dict[str, Any]:
+    response = client.post("/next-word", json={"text": text, "top_k": top_k})
     assert response.status_code == 200, response.text
     answer: dict[str, Any] = response.json()
     return answer
@@ -35,9 +35,18 @@ def test_an_unknown_partial_word_is_named_in_the_answer(client: TestClient) -> N
     assert _next_word(client, "the hist")["unknown_prefix"] is None
 
 
-def test_markup_is_never_suggested_and_punctuation_only_after_some_text() -> None:
+def test_markup_is_never_suggested_and_punctuation_only_where_the_text_calls_for_it() -> None:
     for markup in ("=", "@-@", "@,@", "@.@", "<eos>", "<unk>"):
         assert not _suggestible(markup, text_started=True)
     assert _suggestible("The", text_started=False)
+    assert _suggestible("the", text_started=True, most_likely=False)
     assert not _suggestible('"', text_started=False)
     assert _suggestible(",", text_started=True)
+    # punctuation that is not the single most likely next token gives its place to a word
+    assert not _suggestible(",", text_started=True, most_likely=False)
+
+
+def test_suggestions_are_words_where_punctuation_is_not_most_likely(client: TestClient) -> None:
+    answer = _next_word(client, "Thank you very much for your", top_k=10)
+    words = [s["word"] for s in answer["suggestions"]]
+    assert all(any(c.isalnum() for c in w) for w in words[1:]), words

@@ -29,7 +29,20 @@ from .conftest import reviews, write_csv
 
 TASKS = ("sentiment", "next-word", "generate")
 TEST_METRICS = {
-    "sentiment": ["accuracy", "f1", "loss", "examples"],
+    "sentiment": [
+        f"{prefix}{name}"
+        for prefix in ("", "sentence_")
+        for name in (
+            "accuracy",
+            "f1",
+            "recall_negative",
+            "recall_positive",
+            "predicted_positive",
+            "loss",
+            "ece",
+            "examples",
+        )
+    ],
     "next-word": [
         "loss",
         "perplexity",
@@ -37,6 +50,9 @@ TEST_METRICS = {
         "tokens",
         "top1_accuracy",
         "top3_accuracy",
+        "word_top3_accuracy",
+        "word_targets",
+        "nonword_top3_share",
     ],
     "generate": ["loss", "perplexity", "bits_per_token", "tokens"],
 }
