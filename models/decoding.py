@@ -15,13 +15,16 @@ from models.recurrent import State
 @dataclass(frozen=True)
 class SamplingParams:
     """temperature 0 means greedy; top_k 0 and top_p 1.0 mean no filtering; penalties 0 mean
-    none (positive ones discourage tokens already generated, negative ones favour them)."""
+    none (positive ones discourage tokens already generated, negative ones favour them), and a
+    repetition_penalty of 1 none (above 1 discourages tokens of the prompt and of the text so
+    far, below 1 favours them)."""
 
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -33,24 +36,46 @@ class SamplingParams:
         for name in ("presence_penalty", "frequency_penalty"):
             if not -2.0 <= getattr(self, name) <= 2.0:
                 raise ValueError(f"{name} must be in [-2, 2], got {getattr(self, name)}")
+        if not 0.0 < self.repetition_penalty <= 2.0:
+            raise ValueError(f"repetition_penalty must be in (0, 2], got {self.repetition_penalty}")
 
     @property
     def penalised(self) -> bool:
-        return self.presence_penalty != 0 or self.frequency_penalty != 0
+        return (
+            self.presence_penalty != 0
+            or self.frequency_penalty != 0
+            or self.repetition_penalty != 1.0
+        )
 
 
 def apply_penalties(
-    logits: torch.Tensor, counts: Mapping[int, int], params: SamplingParams
+    logits: torch.Tensor,
+    counts: Mapping[int, int],
+    params: SamplingParams,
+    prompt_ids: Sequence[int] = (),
 ) -> torch.Tensor:
     """Logits (V,) less, for each token generated so far, `frequency_penalty` times its count
     and `presence_penalty` once (OpenAI's definition): greedy decoding of a character model
-    otherwise loops on "the state of the state". A new tensor; the input is not changed."""
-    if not counts or not params.penalised:
+    otherwise loops on "the state of the state". Then the repetition penalty of Keskar et al.
+    (2019), as Hugging Face and vLLM apply it: each token of the prompt or of the text so far has
+    a positive logit divided by it and a negative one multiplied. A new tensor; the input is not
+    changed."""
+    if not params.penalised or not (counts or (prompt_ids and params.repetition_penalty != 1)):
         return logits
-    ids = torch.tensor(list(counts), dtype=torch.long, device=logits.device)  # (U,)
-    times = torch.tensor(list(counts.values()), dtype=logits.dtype, device=logits.device)  # (U,)
-    penalty = params.frequency_penalty * times + params.presence_penalty * (times > 0)
-    return logits.index_add(0, ids, -penalty)
+    if counts and (params.presence_penalty or params.frequency_penalty):
+        ids = torch.tensor(list(counts), dtype=torch.long, device=logits.device)  # (U,)
+        times = torch.tensor(list(counts.values()), dtype=logits.dtype, device=logits.device)
+        penalty = params.frequency_penalty * times + params.presence_penalty * (times > 0)
+        logits = logits.index_add(0, ids, -penalty)  # (V,)
+    if params.repetition_penalty != 1.0:
+        seen = sorted(set(prompt_ids) | set(counts))
+        ids = torch.tensor(seen, dtype=torch.long, device=logits.device)  # (S,)
+        values = logits[ids]  # (S,)
+        factor = params.repetition_penalty
+        # dividing a positive logit and multiplying a negative one both lower it (factor > 1)
+        lowered = torch.where(values > 0, values / factor, values * factor)  # (S,)
+        logits = logits.index_copy(0, ids, lowered)
+    return logits
 
 
 # Below this temperature, sampling is greedy: logits divided by it leave float range (1e-40 made

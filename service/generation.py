@@ -26,10 +26,23 @@ logger = logging.getLogger("lstm_serve.generation")
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token as text, its log-probability under the model, and the most likely
+    alternatives at its place (the model's own distribution, before temperature, filters and
+    penalties)."""
+
+    text: str
+    logprob: float
+    top: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True)
 class TokenEvent:
     text: str
     token_id: int
     index: int
+    # asked for (`logprobs`): the tokens whose text this event releases, in order
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,7 @@ class FinishEvent:
     tokens: int
     finish_reason: str  # length | stop_sequence | time_limit | cancelled | error
     error: str | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()  # tokens no TokenEvent released (a stop cut them)
 
 
 Event = TokenEvent | FinishEvent
@@ -53,6 +67,7 @@ class GenerationRequest:
     emit: Callable[[Event], None]  # called on the engine's thread; must not block
     cancelled: threading.Event = field(default_factory=threading.Event)
     deadline: float = math.inf  # time.monotonic(): past it the text so far is the answer
+    logprobs: int | None = None  # None: none; k: each token's log-probability and top k
 
 
 class StopScanner:
@@ -92,6 +107,11 @@ class _Sequence:
     produced: int = 0
     last_token: int = 0
     counts: Counter[int] = field(default_factory=Counter)  # tokens generated, for the penalties
+    pending: list[TokenLogprob] = field(default_factory=list)  # not yet sent with an event
+
+    def release(self) -> tuple[TokenLogprob, ...]:
+        released, self.pending = tuple(self.pending), []
+        return released
 
 
 class GenerationScheduler:
@@ -214,18 +234,28 @@ class GenerationScheduler:
         request = sequence.request
         if time.monotonic() > request.deadline:
             return self._finish(sequence, "time_limit")
-        logits = sequence.logits.index_fill(0, self._banned, float("-inf"))
-        logits = apply_penalties(logits, sequence.counts, request.params)
+        allowed = sequence.logits.index_fill(0, self._banned, float("-inf"))
+        logits = apply_penalties(allowed, sequence.counts, request.params, request.prompt_ids)
         token = sample_next(logits, request.params, sequence.generator)
         sequence.counts[token] += 1
         piece = self._text_of(token, sequence.scanner.text)
+        if request.logprobs is not None:
+            entry = self._logprob(allowed, token, piece, sequence.scanner.text, request.logprobs)
+            sequence.pending.append(entry)
         sequence.produced += 1
         sequence.last_token = token
         safe, stopped = sequence.scanner.feed(piece)
         if safe:
-            request.emit(TokenEvent(safe, token, sequence.produced - 1))
+            request.emit(TokenEvent(safe, token, sequence.produced - 1, sequence.release()))
         if stopped:
-            request.emit(FinishEvent(sequence.scanner.text, sequence.produced, "stop_sequence"))
+            request.emit(
+                FinishEvent(
+                    sequence.scanner.text,
+                    sequence.produced,
+                    "stop_sequence",
+                    logprobs=sequence.release(),
+                )
+            )
             return False
         if sequence.produced >= request.max_new_tokens:
             return self._finish(sequence, "length")
@@ -236,6 +266,27 @@ class GenerationScheduler:
         first (no stop sequence can follow)."""
         tail = sequence.scanner.flush()
         if tail:
-            sequence.request.emit(TokenEvent(tail, sequence.last_token, sequence.produced - 1))
-        sequence.request.emit(FinishEvent(sequence.scanner.text, sequence.produced, reason))
+            sequence.request.emit(
+                TokenEvent(tail, sequence.last_token, sequence.produced - 1, sequence.release())
+            )
+        released = sequence.release()
+        sequence.request.emit(
+            FinishEvent(sequence.scanner.text, sequence.produced, reason, logprobs=released)
+        )
         return False
+
+    def _logprob(
+        self, logits: torch.Tensor, token: int, piece: str, before: str, top: int
+    ) -> TokenLogprob:
+        """The token's log-probability and the `top` most likely tokens at its place, each as
+        the text it would have added after `before`; logits (V,) with the tokens that are never
+        sampled (unknown, padding) at -inf."""
+        log_probs = torch.log_softmax(logits.float(), -1)  # (V,)
+        alternatives: tuple[tuple[str, float], ...] = ()
+        if top:
+            best = log_probs.topk(top)
+            alternatives = tuple(
+                (self._text_of(int(i), before), round(float(v), 6))
+                for v, i in zip(best.values.tolist(), best.indices.tolist(), strict=True)
+            )
+        return TokenLogprob(piece, round(float(log_probs[token]), 6), alternatives)

@@ -13,6 +13,7 @@ MAX_PROMPTS = 4  # texts in one `prompt` list
 MAX_N = 8  # completions per prompt; with MAX_PROMPTS, at most 32 generations per request
 MAX_STOPS = 4
 MAX_STOP_CHARS = 64
+MAX_LOGPROBS = 5  # alternatives per token, as OpenAI's own limit
 
 Prompt = Annotated[str, Field(min_length=1)]
 Stop = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
@@ -23,7 +24,6 @@ UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "best_of": ((None, 1), "only best_of 1 is supported (use `n` for several completions)"),
     "suffix": ((None, ""), "insertion (`suffix`) is not supported by these left-to-right models"),
     "logit_bias": ((None, {}), "`logit_bias` is not supported"),
-    "logprobs": ((None,), "`logprobs` is not supported: the engines do not report alternatives"),
 }
 
 
@@ -67,12 +67,21 @@ class CompletionRequest(StrictModel):
     frequency_penalty: float | None = Field(
         0.0, ge=-2.0, le=2.0, allow_inf_nan=False, description="As /generate's."
     )
+    repetition_penalty: float | None = Field(
+        1.0, gt=0.0, le=2.0, allow_inf_nan=False, description="As /generate's (vLLM's extension)."
+    )
     user: str | None = Field(None, max_length=256, description="Accepted and ignored.")
     # accepted only at their neutral values (the schema says which; `refused` says why)
     best_of: int | None = Field(None, json_schema_extra={"enum": [1, None]})
     suffix: str | None = Field(None, json_schema_extra={"enum": ["", None]})
     logit_bias: dict[str, int] | None = Field(None, json_schema_extra={"maxProperties": 0})
-    logprobs: int | None = Field(None, json_schema_extra={"enum": [None]})
+    logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_LOGPROBS,
+        description="Each generated token's log-probability, and this many most likely "
+        "alternatives at its place (the model's distribution before temperature and filters).",
+    )
 
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
@@ -85,13 +94,24 @@ class CompletionRequest(StrictModel):
         for name, (neutral, reason) in UNSUPPORTED.items():
             if getattr(self, name) not in neutral:
                 return name, reason
+        if self.logprobs is not None and self.echo:
+            return "logprobs", "`logprobs` with `echo` is not supported: the prompt is not scored"
         return None
+
+
+class CompletionLogprobs(BaseModel):
+    tokens: list[str] = Field(description="The generated tokens, as text.")
+    token_logprobs: list[float] = Field(description="Each token's log-probability.")
+    top_logprobs: list[dict[str, float]] = Field(
+        description="At each token's place, the most likely tokens and their log-probabilities."
+    )
+    text_offset: list[int] = Field(description="Where each token starts in the choice's text.")
 
 
 class CompletionChoice(BaseModel):
     text: str
     index: int
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: Literal["stop", "length"] | None
 
 

@@ -255,6 +255,14 @@ class GenerateRequest(StrictModel):
         allow_inf_nan=False,
         description="Times its count so far, subtracted from a generated token's logit (0: none).",
     )
+    repetition_penalty: float = Field(
+        1.0,
+        gt=0.0,
+        le=2.0,
+        allow_inf_nan=False,
+        description="Each token of the prompt or of the text so far has a positive logit divided "
+        "by it and a negative one multiplied (1: none; above 1 discourages repeats).",
+    )
     seed: int | None = Field(
         None,
         ge=0,

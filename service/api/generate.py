@@ -73,7 +73,13 @@ class _Run:
     `stream.events`."""
 
     def __init__(
-        self, state: State, name: str, loaded: LoadedModel, body: GenerateRequest, stream: bool
+        self,
+        state: State,
+        name: str,
+        loaded: LoadedModel,
+        body: GenerateRequest,
+        stream: bool,
+        logprobs: int | None = None,
     ) -> None:
         self.prompt_ids, self.prompt_tokens, self.unknown = _prompt_ids(loaded, body.prompt)
         self.greedy = body.temperature == 0
@@ -89,10 +95,12 @@ class _Run:
                 body.top_p,
                 body.presence_penalty,
                 body.frequency_penalty,
+                body.repetition_penalty,
             ),
             self.seed,
             tuple(body.stop),
             deadline=time.monotonic() + limit,
+            logprobs=logprobs,
         )
         self.limit = limit
         try:

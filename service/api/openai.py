@@ -19,10 +19,11 @@ from service.api.generate import BACKSTOP_S, _Run
 from service.api.openai_errors import OpenAIRoute, Unsupported
 from service.api.responses import ERRORS, check_length
 from service.errors import DeadlineExceeded, InferenceFailed, ModelNotFound, NotReady
-from service.generation import FinishEvent, TokenEvent
+from service.generation import FinishEvent, TokenEvent, TokenLogprob
 from service.openai_schemas import (
     Completion,
     CompletionChoice,
+    CompletionLogprobs,
     CompletionRequest,
     CompletionUsage,
     ModelCard,
@@ -118,6 +119,7 @@ class _Completions:
         seed = body.seed if body.seed is not None else secrets.randbits(53)
         self.created = int(time.time())
         self.echo = [prompt if body.echo else "" for prompt in prompts for _ in range(n)]
+        self.logprobs = body.logprobs is not None
         self.runs: list[_Run] = []
         try:
             for index, prompt in enumerate(p for p in prompts for _ in range(n)):
@@ -128,11 +130,13 @@ class _Completions:
                     top_p=body.top_p or 1.0,
                     presence_penalty=body.presence_penalty or 0.0,
                     frequency_penalty=body.frequency_penalty or 0.0,
+                    repetition_penalty=body.repetition_penalty or 1.0,
                     seed=(seed + index) % SEEDS,
                     stop=list(body.stops()),
                     model=self.name,
                 )
-                self.runs.append(_Run(state, self.name, self.loaded, job, stream))
+                run = _Run(state, self.name, self.loaded, job, stream, body.logprobs)
+                self.runs.append(run)
         except BaseException:
             self.cancel()
             raise
@@ -182,10 +186,14 @@ def _finish(event: FinishEvent) -> str:
 
 
 async def _answer(state: ServiceState, completions: _Completions, request_id: str) -> Completion:
+    scored: list[list[TokenLogprob]] = [[] for _ in completions.runs]
+
     async def one(index: int) -> FinishEvent:
         events = completions.runs[index].stream.events
         while not isinstance(event := await events.get(), FinishEvent):
             state.metrics.tokens_generated.labels(completions.name).inc()
+            scored[index].extend(event.logprobs)
+        scored[index].extend(event.logprobs)
         return event
 
     try:  # the engine ends each text at the deadline; this is a backstop
@@ -196,10 +204,29 @@ async def _answer(state: ServiceState, completions: _Completions, request_id: st
     finally:
         completions.cancel()
     choices = [
-        CompletionChoice(text=completions.echo[i] + f.text, index=i, finish_reason=_finish(f))
+        CompletionChoice(
+            text=completions.echo[i] + f.text,
+            index=i,
+            logprobs=_logprobs(scored[i], 0) if completions.logprobs else None,
+            finish_reason=_finish(f),
+        )
         for i, f in enumerate(finishes)
     ]
     return completions.completion(request_id, choices, completions.usage(finishes))
+
+
+def _logprobs(tokens: list[TokenLogprob], start: int) -> CompletionLogprobs:
+    """OpenAI's per-token log-probabilities; offsets count from `start` in the choice's text."""
+    offsets = []
+    for token in tokens:
+        offsets.append(start)
+        start += len(token.text)
+    return CompletionLogprobs(
+        tokens=[t.text for t in tokens],
+        token_logprobs=[t.logprob for t in tokens],
+        top_logprobs=[dict(t.top) for t in tokens],
+        text_offset=offsets,
+    )
 
 
 FAILED = {"message": "generation failed", "type": "server_error", "param": None, "code": None}
@@ -228,6 +255,7 @@ async def _chunks(
 
     pumps = [asyncio.create_task(pump(i)) for i in range(len(completions.runs))]
     finishes: list[FinishEvent] = []
+    sent = [len(echo) for echo in completions.echo]  # characters of each choice's text so far
     try:
         for index, echo in enumerate(completions.echo):
             if echo:
@@ -244,14 +272,22 @@ async def _chunks(
                 events.append(merged.get_nowait())
             frames: list[str] = []
             for index, event in events:
+                scored = None
+                if completions.logprobs:
+                    scored = _logprobs(list(event.logprobs), sent[index])
                 if isinstance(event, TokenEvent):
-                    choice = CompletionChoice(text=event.text, index=index, finish_reason=None)
+                    choice = CompletionChoice(
+                        text=event.text, index=index, logprobs=scored, finish_reason=None
+                    )
+                    sent[index] += len(event.text)
                 elif event.finish_reason in ("error", "cancelled"):
                     yield "".join(frames) + FAILED_CHUNK
                     return
                 else:
                     finishes.append(event)
-                    choice = CompletionChoice(text="", index=index, finish_reason=_finish(event))
+                    choice = CompletionChoice(
+                        text="", index=index, logprobs=scored, finish_reason=_finish(event)
+                    )
                 frames.append(_chunk(completions, request_id, choice))
             tokens = sum(1 for _, event in events if isinstance(event, TokenEvent))
             state.metrics.tokens_generated.labels(completions.name).inc(tokens)

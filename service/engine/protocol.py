@@ -67,6 +67,7 @@ class GenerationJob:
     seed: int
     stop: tuple[str, ...]
     deadline: float  # time.monotonic(); reaching it ends the text with "time_limit"
+    logprobs: int | None = None  # each token's log-probability and this many alternatives
 
 
 @dataclass(frozen=True, slots=True)

@@ -336,6 +336,7 @@ def generation_request(
         job.stop,
         emit=emit,
         deadline=job.deadline,
+        logprobs=job.logprobs,
     )
 
 

@@ -157,6 +157,49 @@ def test_penalties_change_the_text_as_on_generate(client: openai.OpenAI, base_ur
     assert penalised.choices[0].text == generate(base_url, "to be", 40, 4, **penalties)["text"]
 
 
+def test_repetition_penalty_as_on_generate(client: openai.OpenAI, base_url: str) -> None:
+    plain = client.completions.create(model="generate", prompt="to be", max_tokens=40, seed=4)
+    penalised = client.completions.create(
+        model="generate",
+        prompt="to be",
+        max_tokens=40,
+        seed=4,
+        extra_body={"repetition_penalty": 1.5},
+    )
+    assert penalised.choices[0].text != plain.choices[0].text
+    same = generate(base_url, "to be", 40, 4, repetition_penalty=1.5)["text"]
+    assert penalised.choices[0].text == same
+
+
+def test_logprobs_score_each_token_with_its_alternatives(client: openai.OpenAI) -> None:
+    asked = {"model": "generate", "prompt": "to be", "max_tokens": 8, "seed": 3}
+    plain = client.completions.create(**asked)
+    choice = client.completions.create(**asked, logprobs=3).choices[0]
+    assert choice.text == plain.choices[0].text  # scoring changes no draw
+    scored = choice.logprobs
+    assert scored is not None
+    assert "".join(scored.tokens or []) == choice.text
+    assert len(scored.token_logprobs or []) == len(scored.top_logprobs or []) == 8
+    offsets = [sum(len(t) for t in (scored.tokens or [])[:i]) for i in range(8)]
+    assert scored.text_offset == offsets
+    for logprob, top in zip(scored.token_logprobs or [], scored.top_logprobs or [], strict=True):
+        assert len(top) == 3
+        assert logprob <= max(top.values()) + 1e-6 <= 1e-6
+    # greedy picks the most likely token: its log-probability is the best alternative's
+    greedy = client.completions.create(**{**asked, "temperature": 0}, logprobs=1).choices[0]
+    for token, logprob, top in zip(
+        greedy.logprobs.tokens, greedy.logprobs.token_logprobs, greedy.logprobs.top_logprobs,
+        strict=True,
+    ):  # fmt: skip
+        assert top == {token: logprob}
+    # streamed, the chunks carry the same scores, with offsets into the whole text
+    chunks = list(client.completions.create(**asked, logprobs=3, stream=True))
+    streamed = [c.choices[0].logprobs for c in chunks if c.choices and c.choices[0].logprobs]
+    assert [t for s in streamed for t in s.tokens] == scored.tokens
+    assert [o for s in streamed for o in s.text_offset] == scored.text_offset
+    assert [v for s in streamed for v in s.token_logprobs] == scored.token_logprobs
+
+
 def test_echo_returns_the_prompt_first(client: openai.OpenAI) -> None:
     plain = client.completions.create(model="generate", prompt="to be", max_tokens=5, seed=2)
     echoed = client.completions.create(
@@ -169,9 +212,11 @@ def test_echo_returns_the_prompt_first(client: openai.OpenAI) -> None:
     ("options", "param", "says"),
     [
         ({"best_of": 2}, "best_of", "only best_of 1"),
-        ({"logprobs": 2}, "logprobs", "`logprobs` is not supported"),
+        ({"logprobs": 6}, "logprobs", "less than or equal to 5"),
+        ({"logprobs": 2, "echo": True}, "logprobs", "the prompt is not scored"),
         ({"presence_penalty": 2.5}, "presence_penalty", "less than or equal to 2"),
         ({"frequency_penalty": -2.5}, "frequency_penalty", "greater than or equal to -2"),
+        ({"extra_body": {"repetition_penalty": 0}}, "repetition_penalty", "greater than 0"),
         ({"suffix": "end"}, "suffix", "not supported"),
         ({"logit_bias": {"3": 10}}, "logit_bias", "not supported"),
         ({"max_tokens": 0}, "max_tokens", "greater than or equal to 1"),
@@ -199,7 +244,8 @@ def test_refused_parameters_raise_bad_request(
     assert error.param == param
     assert error.type == "invalid_request_error"
     assert says in error.message
-    assert error.code == ("unsupported" if param in UNSUPPORTED else "invalid_value")
+    refused = param in UNSUPPORTED or "echo" in options  # a value it cannot honour, not a bad one
+    assert error.code == ("unsupported" if refused else "invalid_value")
 
 
 def test_unknown_or_non_language_model_is_not_found(client: openai.OpenAI) -> None:
