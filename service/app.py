@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from service.api import errors, generate, health, openai, playground, predict
 from service.api.cors import EnvelopeCORSMiddleware
 from service.api.deps import ServiceState
+from service.api.fast import FastSentiment
 from service.api.middleware import RequestMiddleware
 from service.api.shedding import LoadShedding
 from service.engine import EngineClient, EngineSettings, EngineSpec
@@ -142,6 +143,7 @@ def create_app(
         playground.router,
     ):
         app.include_router(router)
+    app.add_middleware(FastSentiment, state=state)  # innermost: inside CORS and shedding
     if settings.cors_origins:
         app.add_middleware(  # a refused preflight is the error envelope (400 bad_request)
             EnvelopeCORSMiddleware,

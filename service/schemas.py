@@ -8,11 +8,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+MODEL_MAX_LENGTH = 200
 MODEL_FIELD = Field(
     None,
     description="Model name; omitted means the task's default model.",
     examples=[None],
-    max_length=200,
+    max_length=MODEL_MAX_LENGTH,
 )
 
 
@@ -59,8 +60,13 @@ NOT_BLANK = f"[^{_blank_characters()}]"
 _VISIBLE = re.compile(NOT_BLANK)
 
 
+def visible(text: str) -> bool:
+    """Whether the text has a character that is not whitespace or invisible."""
+    return _VISIBLE.search(text) is not None
+
+
 def _not_blank(value: str, field: str) -> str:
-    if not _VISIBLE.search(value):
+    if not visible(value):
         raise ValueError(
             f"{field} must contain at least one character that is not whitespace or invisible"
         )

@@ -45,11 +45,11 @@ async def require_api_key(
     if expected is None:
         return
     given = credentials.credentials if credentials else ""
-    if not hmac.compare_digest(_digest(given), _digest(expected.get_secret_value())):
+    if not hmac.compare_digest(key_digest(given), key_digest(expected.get_secret_value())):
         raise Unauthorized("missing or wrong API key: send `Authorization: Bearer <key>`")
 
 
-def _digest(key: str) -> bytes:
+def key_digest(key: str) -> bytes:
     """Keys are compared as sha256 digests: equal lengths, so the time taken does not even tell
     the key's length (compare_digest's own time depends only on the length of its inputs)."""
     return hashlib.sha256(key.encode()).digest()

@@ -89,6 +89,27 @@ def _http_error(
     return kind_of_status(status), detail, []
 
 
+def service_error_response(error: ServiceError, request_id: str) -> JSONResponse:
+    """The answer to a domain error: its status and type from the table, the field at fault,
+    Retry-After when overloaded, the Bearer challenge with a 401."""
+    kind = kind_of(error)
+    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, Overloaded) else None
+    if kind.status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    field = error.field if isinstance(error, InvalidInput) else _FIELD_OF.get(kind.status)
+    details = [{"field": field, "message": error.message}] if field else []
+    return error_response(kind, error.message, request_id, details, headers)
+
+
+def unexpected_response(request_id: str) -> JSONResponse:
+    """The answer to a bug, logged with its traceback (call it inside the `except`)."""
+    logger.exception("unhandled error (request %s)", request_id)
+    # Starlette answers unhandled errors from its outermost layer, outside RequestMiddleware;
+    # the writer sets the x-request-id header that every other answer gets from there.
+    message = "internal error; quote the request id when reporting it"
+    return error_response(ERROR_TABLE[InferenceFailed], message, request_id)
+
+
 def install(app: FastAPI) -> None:
     """The error handlers, and the OpenAPI document that describes the answers (its security
     and limits as configured: service.api.openapi)."""
@@ -96,13 +117,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, error: ServiceError) -> JSONResponse:
-        kind = kind_of(error)
-        headers = {"Retry-After": str(error.retry_after)} if isinstance(error, Overloaded) else None
-        if kind.status == 401:
-            headers = {"WWW-Authenticate": "Bearer"}
-        field = error.field if isinstance(error, InvalidInput) else _FIELD_OF.get(kind.status)
-        details = [{"field": field, "message": error.message}] if field else []
-        return error_response(kind, error.message, request_id(request), details, headers)
+        return service_error_response(error, request_id(request))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -131,8 +146,4 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
-        logger.exception("unhandled error (request %s)", request_id(request))
-        # Starlette answers unhandled errors from its outermost layer, outside RequestMiddleware;
-        # the writer sets the x-request-id header that every other answer gets from there.
-        message = "internal error; quote the request id when reporting it"
-        return error_response(ERROR_TABLE[InferenceFailed], message, request_id(request))
+        return unexpected_response(request_id(request))

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 
 from service import inference
-from service.api.deps import State, require_api_key
+from service.api.deps import ServiceState, State, require_api_key
 from service.api.responses import ERRORS, check_length
 from service.engine import NEXT_WORD, SENTIMENT, BatchOperation
 from service.errors import InvalidInput, Overloaded
+from service.registry import LoadedModel
 from service.schemas import (
     NextWordRequest,
     NextWordResponse,
@@ -29,7 +30,9 @@ Res = TypeVar("Res")
 router = APIRouter(tags=["models"], dependencies=[Depends(require_api_key)], responses=ERRORS)
 
 
-async def _run(state: State, operation: BatchOperation[Req, Res], model: str, item: Req) -> Res:
+async def _run(
+    state: ServiceState, operation: BatchOperation[Req, Res], model: str, item: Req
+) -> Res:
     try:
         return await state.engine.run(operation, model, item, state.settings.request_timeout_s)
     except Overloaded:
@@ -76,6 +79,21 @@ def _trajectory(
     ]
 
 
+async def sentiment_answer(
+    state: ServiceState, name: str, loaded: LoadedModel, query: inference.SentimentQuery
+) -> bytes:
+    """The JSON answer to one text (the route's, and the fast path's in service.api.fast)."""
+    result = await _run(state, SENTIMENT, name, query)
+    labels = loaded.checkpoint.config.labels
+    answer = SentimentResponse(
+        **_result(labels, result).model_dump(),
+        trajectory=_trajectory(labels, result.trajectory),
+        model=name,
+        model_version=loaded.version,
+    )
+    return answer.model_dump_json().encode()
+
+
 @router.post("/sentiment", response_model=SentimentResponse)
 async def sentiment(body: SentimentRequest, state: State, request: Request) -> Response:
     """Classify one text as positive or negative."""
@@ -83,16 +101,8 @@ async def sentiment(body: SentimentRequest, state: State, request: Request) -> R
     name, loaded = state.registry.get(body.model, "sentiment")
     request.state.model = name
     query = inference.SentimentQuery(body.text, body.explain, body.trajectory)
-    result = await _run(state, SENTIMENT, name, query)
-    labels = loaded.checkpoint.config.labels
-    return _json(
-        SentimentResponse(
-            **_result(labels, result).model_dump(),
-            trajectory=_trajectory(labels, result.trajectory),
-            model=name,
-            model_version=loaded.version,
-        )
-    )
+    content = await sentiment_answer(state, name, loaded, query)
+    return Response(content, media_type="application/json")
 
 
 @router.post("/sentiment/batch", response_model=SentimentBatchResponse)
