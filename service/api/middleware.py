@@ -167,6 +167,8 @@ class RequestMiddleware:
         path = getattr(scope.get("route"), "path", None) or _template(scope)
         self.metrics.requests.labels(path, scope["method"], str(status)).inc()
         self.metrics.latency.labels(path).observe(seconds)
+        if not access_log.isEnabledFor(logging.INFO):
+            return  # the line is not built for a log level that drops it
         state: dict[str, Any] = scope.get("state", {})
         access_log.info(
             json.dumps(
