@@ -26,6 +26,7 @@ from models.tokenizers import (
     is_word,
 )
 from training.config import LanguageModelTrainConfig, TrainConfig
+from training.speakers import name_dependence
 from training.tasks import SAMPLES, Finished
 from training.text import TextSplits, char_ids, load_char_splits, load_word_splits, word_ids
 
@@ -131,6 +132,8 @@ class LanguageModelTask:
             self.kind.top_k,
             word_mask(self.tokenizer) if self.kind.top_k else None,
         )
+        if self.kind.text_measure is not None:
+            test.update(self.kind.text_measure(model, self.tokenizer, self.splits.test))
         samples = card_samples(
             model, self.tokenizer, self.config.sample_prompts, self.kind.sample_length,
             self.config.seed,
@@ -273,6 +276,8 @@ class TextTask:
     encode: Callable[[Tokenizer, str], torch.Tensor]  # text -> ids (N,)
     top_k: tuple[int, ...]  # top-k accuracies the test split reports
     sample_length: int  # tokens sampled per prompt for the card
+    # more test measures that read the test text itself (how the model reads its prompt)
+    text_measure: Callable[[LanguageModel, Tokenizer, str], dict[str, float]] | None = None
 
     def build(self, config: TrainConfig) -> tuple[LanguageModelTask, nn.Module]:
         """Data, tokenizer (fitted on the training split), model and checkpoint config."""
@@ -298,16 +303,19 @@ class TextTask:
         config = _language_config(config)
         if not isinstance(checkpoint.model, LanguageModel):
             raise TypeError(f"{checkpoint.name}: not a language model")
-        ids = self.encode(checkpoint.tokenizer, self.load(config).test)
-        return evaluate_ids(
+        text = self.load(config).test
+        metrics = evaluate_ids(
             checkpoint.model,
-            ids,
+            self.encode(checkpoint.tokenizer, text),
             config.eval_batch_size,
             config.eval_bptt,
             config.max_eval_batches,
             self.top_k,
             word_mask(checkpoint.tokenizer) if self.top_k else None,
         )
+        if self.text_measure is not None:
+            metrics.update(self.text_measure(checkpoint.model, checkpoint.tokenizer, text))
+        return metrics
 
 
 NEXT_WORD = TextTask(
@@ -315,5 +323,5 @@ NEXT_WORD = TextTask(
 )
 GENERATE = TextTask(
     "generate", SAMPLES / "tinyshakespeare-sample", load_char_splits, CharTokenizer.fit, char_ids,
-    (), 300,
+    (), 300, name_dependence,
 )  # fmt: skip
