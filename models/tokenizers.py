@@ -15,6 +15,8 @@ from tokenizers import Regex, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers.models import WordLevel
 
+from models.wordtext import CONVENTIONS, WIKITEXT, TextConventions
+
 PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 _HAS_WORD = re.compile(r"\w")
 
@@ -78,6 +80,14 @@ class Tokenizer(Protocol):
 
     def starting_with(self, prefix: str) -> list[int]: ...
 
+    def read(self, text: str) -> list[int]:
+        """The ids a language model reads for raw text (a prompt)."""
+        ...
+
+    def show(self, token_id: int, before: str) -> str:
+        """The text a generated token adds after the text `before`."""
+        ...
+
 
 class PrefixIndex:
     """Which tokens start with a prefix, ignoring case (a word being typed): the vocabulary
@@ -100,10 +110,13 @@ class WordTokenizer:
 
     kind = "word"
 
-    def __init__(self, tokenizer: HFTokenizer) -> None:
+    def __init__(self, tokenizer: HFTokenizer, conventions: TextConventions | None = None) -> None:
         if tokenizer.token_to_id(UNK) is None:
             raise ValueError(f"a word vocabulary needs the unknown token {UNK!r}")
         self._tokenizer = tokenizer
+        # a corpus's conventions (models.wordtext): how raw text becomes its tokens and back;
+        # None for a vocabulary of raw text, which encode() reads itself
+        self.conventions = conventions
         self._prefixes: PrefixIndex | None = None  # built on first use
 
     @property
@@ -152,8 +165,56 @@ class WordTokenizer:
             self._prefixes = PrefixIndex(self._tokenizer.get_vocab().items())
         return self._prefixes.ids(prefix)
 
+    def words(self, text: str) -> list[str]:
+        """Raw text as the vocabulary's tokens (words not in it included), by its conventions."""
+        if self.conventions is not None:
+            return self.conventions.words(text)
+        normalizer, pre_tokenizer = self._tokenizer.normalizer, self._tokenizer.pre_tokenizer
+        text = normalizer.normalize_str(text) if normalizer is not None else text
+        return [w for w, _ in pre_tokenizer.pre_tokenize_str(text)] if pre_tokenizer else [text]
+
+    def word_id(self, word: str) -> int | None:
+        """The word's id in its own case, else lower-cased, else capitalised; None if unknown."""
+        for form in (word, word.lower(), word.capitalize()):
+            found = self.token_to_id(form)
+            if found is not None:
+                return found
+        return None
+
+    def context_ids(self, words: Sequence[str]) -> list[int]:
+        """The ids a language model reads for these words: <eos> first (it read every line as
+        following one), unknown words as <unk>."""
+        start = [self.eos_id] if self.eos_id is not None else []
+        ids = [self.word_id(w) for w in words]
+        context = start + [self.unk_id if i is None else i for i in ids]
+        return context or [self.unk_id]
+
+    def read(self, text: str) -> list[int]:
+        return self.context_ids(self.words(text))
+
+    def shown(self, token: str) -> str:
+        """A token as a person reads it ("@-@" -> "-" in WikiText)."""
+        return self.conventions.display.get(token, token) if self.conventions else token
+
+    def show(self, token_id: int, before: str) -> str:
+        """A word with a space before it (none at the start of a line), <eos> as a line break."""
+        token = self.id_to_token(token_id)
+        if token == EOS:
+            return "\n"
+        word = self.shown(token)
+        return word if before.endswith("\n") else " " + word
+
+    def is_markup(self, token: str) -> bool:
+        """A token of the corpus's markup: read in context, never offered to a person."""
+        return self.conventions is not None and token in self.conventions.markup
+
     def to_json(self) -> str:
-        return str(self._tokenizer.to_str())
+        if self.conventions is None:
+            return str(self._tokenizer.to_str())
+        # the tokenizers library's own JSON inside, with the conventions' name beside it
+        inner = json.loads(self._tokenizer.to_str())
+        name = self.conventions.name
+        return json.dumps({"type": "word", "conventions": name, "tokenizer": inner})
 
 
 def new_word_pipeline(style: str) -> HFTokenizer:
@@ -193,6 +254,7 @@ def fit_word_tokenizer(
     max_vocab: int | None = None,
     min_frequency: int = 1,
     specials: Sequence[str] = (PAD, UNK),
+    conventions: TextConventions | None = None,
 ) -> WordTokenizer:
     """Fit a vocabulary on `texts` (the training split only): the specials take the first ids,
     then words by falling frequency (ties alphabetical), so the same texts give the same ids."""
@@ -211,7 +273,7 @@ def fit_word_tokenizer(
             break  # ranked by count: no word after this one would qualify either
         vocab.setdefault(word, len(vocab))
     pipeline.model = WordLevel(vocab=vocab, unk_token=UNK)
-    return WordTokenizer(pipeline)
+    return WordTokenizer(pipeline, conventions)
 
 
 class CharTokenizer:
@@ -263,6 +325,12 @@ class CharTokenizer:
             {"type": "char", "version": 1, "vocab": self._chars[1:]}, ensure_ascii=False
         )
 
+    def read(self, text: str) -> list[int]:
+        return self.encode(text).ids
+
+    def show(self, token_id: int, before: str) -> str:
+        return self.decode([token_id])
+
     def starting_with(self, prefix: str) -> list[int]:
         """Ids of the characters that start with `prefix` (the prefix itself, or all for ""),
         ignoring case."""
@@ -276,6 +344,15 @@ def tokenizer_from_json(text: str) -> Tokenizer:
     data = json.loads(text)
     if isinstance(data, dict) and data.get("type") == "char":
         return CharTokenizer(data["vocab"])
+    if isinstance(data, dict) and data.get("type") == "word":
+        name = data.get("conventions")
+        if name not in CONVENTIONS:
+            raise ValueError(f"unknown text conventions {name!r}; known: {sorted(CONVENTIONS)}")
+        inner = HFTokenizer.from_str(json.dumps(data["tokenizer"]))
+        return WordTokenizer(inner, CONVENTIONS[name])
     if isinstance(data, dict) and "model" in data:
-        return WordTokenizer(HFTokenizer.from_str(text))
+        # the tokenizers library's JSON alone (checkpoints before conventions were saved): a
+        # corpus split on white space only is WikiText-style, the one such corpus then
+        pretokenized = data.get("pre_tokenizer") == {"type": "WhitespaceSplit"}
+        return WordTokenizer(HFTokenizer.from_str(text), WIKITEXT if pretokenized else None)
     raise ValueError("not a word (tokenizers JSON) or character vocabulary")

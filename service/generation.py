@@ -17,10 +17,8 @@ import torch
 from models.architectures import LanguageModel
 from models.decoding import SamplingParams, apply_penalties, make_generator, sample_next
 from models.recurrent import State, concat_states, select_state
-from models.tokenizers import EOS, Tokenizer
+from models.tokenizers import Tokenizer
 from service.prefix_cache import PrefixCache, read_prefixes
-
-WORD_DISPLAY = {"@-@": "-", "@,@": ",", "@.@": "."}
 
 logger = logging.getLogger("lstm_serve.generation")
 
@@ -218,17 +216,6 @@ class GenerationScheduler:
             sequence.logits = logits[row, -1]
             sequence.state = select_state(new_state, torch.tensor([row], device=self.device))
 
-    def _text_of(self, token: int, before: str) -> str:
-        """A character as it is; a word with a space before it, in the corpus's conventions
-        undone ("@-@" -> "-"), and the end-of-line token as a line break."""
-        if self.tokenizer.kind == "char":
-            return self.tokenizer.decode([token])
-        word = self.tokenizer.id_to_token(token)
-        if word == EOS:
-            return "\n"
-        word = WORD_DISPLAY.get(word, word)
-        return word if before.endswith("\n") else " " + word
-
     def _advance(self, sequence: _Sequence) -> bool:
         """Sample and emit one token; False when the sequence has finished."""
         request = sequence.request
@@ -238,7 +225,7 @@ class GenerationScheduler:
         logits = apply_penalties(allowed, sequence.counts, request.params, request.prompt_ids)
         token = sample_next(logits, request.params, sequence.generator)
         sequence.counts[token] += 1
-        piece = self._text_of(token, sequence.scanner.text)
+        piece = self.tokenizer.show(token, sequence.scanner.text)
         if request.logprobs is not None:
             entry = self._logprob(allowed, token, piece, sequence.scanner.text, request.logprobs)
             sequence.pending.append(entry)
@@ -286,7 +273,7 @@ class GenerationScheduler:
         if top:
             best = log_probs.topk(top)
             alternatives = tuple(
-                (self._text_of(int(i), before), round(float(v), 6))
+                (self.tokenizer.show(int(i), before), round(float(v), 6))
                 for v, i in zip(best.values.tolist(), best.indices.tolist(), strict=True)
             )
         return TokenLogprob(piece, round(float(log_probs[token]), 6), alternatives)

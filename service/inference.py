@@ -11,8 +11,7 @@ import torch
 
 from models.architectures import LanguageModel, SequenceClassifier
 from models.checkpoint import Checkpoint
-from models.tokenizers import EOS, Tokenizer, is_word, truncate_ids
-from service.generation import WORD_DISPLAY
+from models.tokenizers import EOS, Tokenizer, WordTokenizer, is_word, truncate_ids
 from service.prefix_cache import PrefixCache, read_prefixes
 
 # ---- sentiment ----
@@ -222,18 +221,7 @@ def explain(checkpoint: Checkpoint, review: Review) -> list[TokenContribution]:
 
 # ---- next word ----
 
-# WikiText conventions: "1,000" -> "1 @,@ 000", "well-known" -> "well @-@ known",
-# "don't" -> "don 't"
-_NUMBER_MARK = re.compile(r"(?<=\d)([,.])(?=\d)")
-_HYPHEN = re.compile(r"(?<=\w)-(?=\w)")
-_WORD = re.compile(r"@[-,.]@|'\w+|\w+|[^\w\s]")
 _WORD_CHARS = re.compile(r"\w\Z")  # \Z, not $: "the\n" ends after a line, not inside "the"
-
-
-def corpus_words(text: str) -> list[str]:
-    """Split raw text into the word-level corpus's own token conventions."""
-    text = _HYPHEN.sub(" @-@ ", _NUMBER_MARK.sub(r" @\1@ ", text))
-    return _WORD.findall(text)
 
 
 @dataclass(frozen=True)
@@ -278,16 +266,6 @@ class NextWordResult:
     unknown_prefix: str | None = None
 
 
-def _lookup(checkpoint: Checkpoint, word: str) -> int | None:
-    """The word's id, trying its own case, then lower case, then capitalised."""
-    tokenizer = checkpoint.tokenizer
-    for form in (word, word.lower(), word.capitalize()):
-        found = tokenizer.token_to_id(form)
-        if found is not None:
-            return found
-    return None
-
-
 def completion_ids(tokenizer: Tokenizer, prefix: str) -> list[int]:
     """Ids of the vocabulary words that start with `prefix`, ignoring case."""
     return tokenizer.starting_with(prefix)
@@ -297,29 +275,26 @@ def build_query(checkpoint: Checkpoint, text: str, top_k: int, max_tokens: int) 
     """Context ids and, when the text ends inside a word that some vocabulary word starts with,
     that word as the prefix to complete (an unknown partial word is read as a word instead). Only
     the last `max_tokens` words of context are kept; the query says when there were more."""
-    words = corpus_words(text)
+    tokenizer = word_tokenizer(checkpoint)
+    words = tokenizer.words(text)
     prefix = unknown_prefix = None
     if words and _WORD_CHARS.search(text):
-        if completion_ids(checkpoint.tokenizer, words[-1]):
+        if completion_ids(tokenizer, words[-1]):
             prefix = words.pop()
         else:  # no word starts so: suggest what follows it, and say so
             unknown_prefix = words[-1]
     truncated = len(words) > max_tokens
     words = words[-max_tokens:] if max_tokens > 0 else []
-    context = word_context(checkpoint, words)
-    unknown = sum(1 for w in words if _lookup(checkpoint, w) is None)
+    context = tokenizer.context_ids(words)
+    unknown = sum(1 for w in words if tokenizer.word_id(w) is None)
     return NextWordQuery(context, prefix, unknown, top_k, truncated, unknown_prefix)
 
 
-def word_context(checkpoint: Checkpoint, words: Sequence[str]) -> list[int]:
-    """The ids a word model reads for these words: <eos> first (it read every line as following
-    one), each word in its own case or else lower-cased or capitalised, unknown ones as <unk>."""
+def word_tokenizer(checkpoint: Checkpoint) -> WordTokenizer:
     tokenizer = checkpoint.tokenizer
-    eos = tokenizer.token_to_id(EOS)
-    start = [eos] if eos is not None else []
-    ids = [_lookup(checkpoint, w) for w in words]
-    context = start + [tokenizer.unk_id if i is None else i for i in ids]
-    return context or [tokenizer.unk_id]
+    if not isinstance(tokenizer, WordTokenizer):
+        raise TypeError(f"{checkpoint.name}: next-word needs a word vocabulary")
+    return tokenizer
 
 
 def next_word_distributions(
@@ -333,15 +308,15 @@ def next_word_distributions(
 
 
 _SPECIAL = {EOS, "<unk>", "<pad>"}
-# WikiText's markup: "= Heading =" lines and the "@-@" / "@,@" / "@.@" joiners of split words and
-# numbers. Nobody types them: never suggested (the model still reads them in context).
-_MARKUP = {"=", "@-@", "@,@", "@.@"}
 
 
-def _suggestible(token: str, text_started: bool, most_likely: bool = True) -> bool:
-    """A word a person would type. Punctuation only where the text calls for it: once there is
-    text for it to follow, and (among the top k) only as the single most likely next token."""
-    if token in _SPECIAL or token in _MARKUP:
+def _suggestible(
+    tokenizer: WordTokenizer, token: str, text_started: bool, most_likely: bool = True
+) -> bool:
+    """A word a person would type, never the corpus's markup (read in context, never offered).
+    Punctuation only where the text calls for it: once there is text for it to follow, and
+    (among the top k) only as the single most likely next token."""
+    if token in _SPECIAL or tokenizer.is_markup(token):
         return False
     return is_word(token) or (text_started and most_likely)
 
@@ -370,7 +345,7 @@ def suggest(
     checkpoint: Checkpoint, query: NextWordQuery, log_probs: torch.Tensor
 ) -> NextWordResult:
     """Top-k next words, or completions of the word being typed when there are any."""
-    tokenizer = checkpoint.tokenizer
+    tokenizer = word_tokenizer(checkpoint)
     probs = log_probs.exp()
     started = len(query.context_ids) > 1  # more than the <eos> start marker
     chosen: list[int] = []
@@ -378,7 +353,7 @@ def suggest(
         candidates = [
             i
             for i in completion_ids(tokenizer, query.prefix)
-            if _suggestible(tokenizer.id_to_token(i), started)
+            if _suggestible(tokenizer, tokenizer.id_to_token(i), started)
         ]
         if candidates:
             best = probs[candidates].topk(min(query.top_k, len(candidates))).indices.tolist()
@@ -392,14 +367,11 @@ def suggest(
         chosen = [
             i
             for rank, i in enumerate(top)
-            if _suggestible(tokenizer.id_to_token(i), started, most_likely=rank == 0)
+            if _suggestible(tokenizer, tokenizer.id_to_token(i), started, most_likely=rank == 0)
         ]
         chosen = chosen[: query.top_k]
     suggestions = [
-        Suggestion(
-            WORD_DISPLAY.get(tokenizer.id_to_token(i), tokenizer.id_to_token(i)),
-            round(float(probs[i]), 6),
-        )
+        Suggestion(tokenizer.shown(tokenizer.id_to_token(i)), round(float(probs[i]), 6))
         for i in chosen
     ]
     return NextWordResult(

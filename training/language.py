@@ -25,6 +25,7 @@ from models.tokenizers import (
     fit_word_tokenizer,
     is_word,
 )
+from models.wordtext import WIKITEXT
 from training.config import LanguageModelTrainConfig, TrainConfig
 from training.speakers import name_dependence
 from training.tasks import SAMPLES, Finished
@@ -152,18 +153,19 @@ def card_samples(
 ) -> list[dict[str, str]]:
     """A few samples for the card, each prompt with its own seed (seed, seed + 1, ...)."""
     params = SamplingParams(temperature=0.8, top_k=0, top_p=0.95)
-    joiner = "" if tokenizer.kind == "char" else " "
     out = []
     for number, prompt in enumerate(prompts):
-        ids = tokenizer.encode(prompt).ids
-        new = list(generate_ids(model, ids, length, params, make_generator(seed + number)))
+        ids = tokenizer.read(prompt)  # as the service reads a prompt
+        text = prompt
+        for token in generate_ids(model, ids, length, params, make_generator(seed + number)):
+            text += tokenizer.show(token, text)  # and shows what follows
         out.append(
             {
                 "prompt": prompt,
                 "seed": str(seed + number),
                 "temperature": "0.8",
                 "top_p": "0.95",
-                "text": prompt + joiner + tokenizer.decode(new),
+                "text": text,
             }
         )
     return out
@@ -244,7 +246,9 @@ def _language_config(config: TrainConfig) -> LanguageModelTrainConfig:
 
 
 def _fit_words(train: str) -> Tokenizer:
-    return fit_word_tokenizer(train.splitlines(), "pretokenized", specials=(UNK, EOS))
+    return fit_word_tokenizer(
+        train.splitlines(), "pretokenized", specials=(UNK, EOS), conventions=WIKITEXT
+    )
 
 
 def _word_ids(tokenizer: Tokenizer, text: str) -> torch.Tensor:

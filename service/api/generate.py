@@ -13,7 +13,6 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from models.decoding import SamplingParams
-from service import inference
 from service.api.deps import State, require_api_key
 from service.api.responses import ERRORS, check_length
 from service.engine import GENERATE, GenerationJob
@@ -56,12 +55,9 @@ def _prompt_ids(loaded: LoadedModel, prompt: str) -> tuple[list[int], int, int]:
     marker is not one), and how many of those are unknown."""
     checkpoint = loaded.checkpoint
     tokenizer = checkpoint.tokenizer
-    if tokenizer.kind == "char":
-        ids = tokenizer.encode(prompt).ids
-        tokens = len(ids)
-    else:
-        ids = inference.word_context(checkpoint, inference.corpus_words(prompt))
-        tokens = len(ids) - int(tokenizer.eos_id is not None)
+    ids = tokenizer.read(prompt)
+    # a word model's <eos> start marker is not one of the prompt's tokens
+    tokens = len(ids) - int(tokenizer.kind == "word" and tokenizer.eos_id is not None)
     limit = checkpoint.config.max_length
     if tokens > limit:
         raise InvalidInput("prompt", f"`prompt` has {tokens:,} tokens; the limit is {limit:,}")

@@ -349,8 +349,9 @@ def warm_up(served: Served) -> None:
         return
     if served.scheduler is None:
         return
-    query = inference.build_query(checkpoint, "warm up", 3, 16)
-    inference.next_word_distributions(checkpoint.model, [query], None)  # type: ignore[arg-type]
+    if checkpoint.config.task == "next-word":  # a char model is never asked for next words
+        query = inference.build_query(checkpoint, "warm up", 3, 16)
+        inference.next_word_distributions(checkpoint.model, [query], None)  # type: ignore[arg-type]
     finished: list[FinishEvent] = []
     job = protocol.GenerationJob(
         [checkpoint.tokenizer.unk_id], 2, SamplingParams(), 0, (), math.inf

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from models.tokenizers import (
+    EOS,
+    UNK,
     CharTokenizer,
     WordTokenizer,
     fit_word_tokenizer,
     tokenizer_from_json,
 )
+from models.wordtext import WIKITEXT
 
 
 def _text_tokenizer() -> WordTokenizer:
@@ -90,3 +97,32 @@ def test_tokens_starting_with_a_prefix_ignore_case() -> None:
     assert words.starting_with("zzq") == []
     chars = CharTokenizer.fit("abcA")
     assert sorted(chars.id_to_token(i) for i in chars.starting_with("a")) == ["A", "a"]
+
+
+def test_a_corpus_vocabulary_keeps_its_text_conventions_through_json() -> None:
+    words = fit_word_tokenizer(
+        ["the well @-@ known 1 @,@ 000"], "pretokenized", specials=(UNK, EOS), conventions=WIKITEXT
+    )
+    again = tokenizer_from_json(words.to_json())
+    assert isinstance(again, WordTokenizer) and again.conventions is WIKITEXT
+    # raw text read into the corpus's tokens, then shown as a person writes it
+    assert again.words("The well-known 1,000") == ["The", "well", "@-@", "known", "1", "@,@", "000"]
+    ids = again.read("The well-known")
+    assert ids[0] == again.eos_id and again.unk_id not in ids  # "The" found as "the"
+    shown = ""
+    for token in ids[1:]:
+        shown += again.show(token, shown)
+    assert shown == " the well - known"
+    assert again.show(again.eos_id or 0, shown) == "\n"
+
+
+def test_a_vocabulary_saved_before_conventions_were_saved_reads_as_wikitext() -> None:
+    words = fit_word_tokenizer(["a b"], "pretokenized", specials=(UNK, EOS), conventions=WIKITEXT)
+    plain = json.loads(words.to_json())["tokenizer"]  # the tokenizers library's JSON alone
+    assert tokenizer_from_json(json.dumps(plain)).conventions is WIKITEXT  # type: ignore[union-attr]
+    raw = fit_word_tokenizer(["a b"], "text")  # a raw-text vocabulary has none
+    assert tokenizer_from_json(raw.to_json()).conventions is None  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="unknown text conventions 'klingon'"):
+        tokenizer_from_json(
+            json.dumps({"type": "word", "conventions": "klingon", "tokenizer": plain})
+        )

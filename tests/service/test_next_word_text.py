@@ -8,6 +8,8 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from models.tokenizers import fit_word_tokenizer
+from models.wordtext import WIKITEXT
 from service.inference import _suggestible
 
 
@@ -36,14 +38,19 @@ def test_an_unknown_partial_word_is_named_in_the_answer(client: TestClient) -> N
 
 
 def test_markup_is_never_suggested_and_punctuation_only_where_the_text_calls_for_it() -> None:
+    words = fit_word_tokenizer(["the = @-@ , ."], "pretokenized", conventions=WIKITEXT)
+
+    def suggestible(token: str, text_started: bool, most_likely: bool = True) -> bool:
+        return _suggestible(words, token, text_started, most_likely)
+
     for markup in ("=", "@-@", "@,@", "@.@", "<eos>", "<unk>"):
-        assert not _suggestible(markup, text_started=True)
-    assert _suggestible("The", text_started=False)
-    assert _suggestible("the", text_started=True, most_likely=False)
-    assert not _suggestible('"', text_started=False)
-    assert _suggestible(",", text_started=True)
+        assert not suggestible(markup, text_started=True)
+    assert suggestible("The", text_started=False)
+    assert suggestible("the", text_started=True, most_likely=False)
+    assert not suggestible('"', text_started=False)
+    assert suggestible(",", text_started=True)
     # punctuation that is not the single most likely next token gives its place to a word
-    assert not _suggestible(",", text_started=True, most_likely=False)
+    assert not suggestible(",", text_started=True, most_likely=False)
 
 
 def test_suggestions_are_words_where_punctuation_is_not_most_likely(client: TestClient) -> None:
