@@ -142,33 +142,28 @@ def test_stop_ends_the_text_before_it(client: openai.OpenAI) -> None:
         assert (stopped.choices[0].text, stopped.choices[0].finish_reason) == (cut, "stop")
 
 
-def test_penalties_change_the_text_as_on_generate(client: openai.OpenAI, base_url: str) -> None:
-    penalties = {"presence_penalty": 0.5, "frequency_penalty": 1.5}
-    plain = client.completions.create(model="generate", prompt="to be", max_tokens=40, seed=4)
-    penalised = client.completions.create(
-        model="generate",
-        prompt="to be",
-        max_tokens=40,
-        seed=4,
-        presence_penalty=0.5,
-        frequency_penalty=1.5,
-    )
+@pytest.mark.parametrize(
+    ("openai_options", "penalties"),
+    [
+        (
+            {"presence_penalty": 0.5, "frequency_penalty": 1.5},
+            {"presence_penalty": 0.5, "frequency_penalty": 1.5},
+        ),
+        # not in OpenAI's API: the client sends it in extra_body, as for vLLM
+        ({"extra_body": {"repetition_penalty": 1.5}}, {"repetition_penalty": 1.5}),
+    ],
+)
+def test_penalties_change_the_text_as_on_generate(
+    client: openai.OpenAI,
+    base_url: str,
+    openai_options: dict[str, Any],
+    penalties: dict[str, float],
+) -> None:
+    asked: dict[str, Any] = {"model": "generate", "prompt": "to be", "max_tokens": 40, "seed": 4}
+    plain = client.completions.create(**asked)
+    penalised = client.completions.create(**asked, **openai_options)
     assert penalised.choices[0].text != plain.choices[0].text
     assert penalised.choices[0].text == generate(base_url, "to be", 40, 4, **penalties)["text"]
-
-
-def test_repetition_penalty_as_on_generate(client: openai.OpenAI, base_url: str) -> None:
-    plain = client.completions.create(model="generate", prompt="to be", max_tokens=40, seed=4)
-    penalised = client.completions.create(
-        model="generate",
-        prompt="to be",
-        max_tokens=40,
-        seed=4,
-        extra_body={"repetition_penalty": 1.5},
-    )
-    assert penalised.choices[0].text != plain.choices[0].text
-    same = generate(base_url, "to be", 40, 4, repetition_penalty=1.5)["text"]
-    assert penalised.choices[0].text == same
 
 
 def test_logprobs_score_each_token_with_its_alternatives(client: openai.OpenAI) -> None:
