@@ -5,7 +5,10 @@ deadlines and disconnects are deterministic."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -24,6 +27,44 @@ from service.engine import EngineClient
 from service.settings import Settings
 
 ENVELOPE_KEYS = {"error", "error_type", "request_id"}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def service_process(
+    artifacts: Path, log_path: Path, **env: str
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """`python -m service` on a free port, serving the checkpoints in `artifacts` on the CPU, in
+    a process of its own (the test's threads do not share its GIL); killed if still running
+    after. Not waited for: callers wait for what they need (listening, ready)."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "LSTM_SERVE_ARTIFACTS_DIR": str(artifacts),
+        "LSTM_SERVE_DEVICE": "cpu",
+        "LSTM_SERVE_LOG_LEVEL": "warning",
+        **env,
+    }
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service", "--port", str(port)],
+            cwd=ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield process, port
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
 
 
 class Answer(Protocol):

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -42,8 +40,8 @@ from tests.service.support import (
     wait_ready,
     wait_until,
 )
+from tests.service.support import service_process as start_service
 
-ROOT = Path(__file__).resolve().parents[2]
 ALL = ["sentiment", "next-word", "generate"]
 GRACE_S = 30  # service/__main__.py: uvicorn's timeout_graceful_shutdown
 
@@ -293,12 +291,6 @@ def test_a_client_gone_while_queued_costs_no_work_and_the_others_are_answered(
 # ---- SIGTERM under load, on a real `python -m service` process ----
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _refused(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -361,29 +353,9 @@ def _engine_processes(pid: int) -> list[int]:
 def service_process(
     checkpoints: Checkpoints, tmp_path: Path
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "LSTM_SERVE_ARTIFACTS_DIR": str(checkpoints.root),
-        "LSTM_SERVE_DEVICE": "cpu",
-        "LSTM_SERVE_LOG_LEVEL": "warning",
-        "LSTM_SERVE_ENGINES": "2",  # real engine processes: they must drain and exit too
-    }
-    log = (tmp_path / "service.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield process, port
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-        log.close()
+    # real engine processes: they must drain and exit too
+    with start_service(checkpoints.root, tmp_path / "service.log", LSTM_SERVE_ENGINES="2") as run:
+        yield run
 
 
 def test_sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_0(

@@ -5,12 +5,10 @@ keys), errors in more than one shape, metrics that lost the route, integral numb
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,8 +22,7 @@ from fastapi.testclient import TestClient
 
 from tests.service.conftest import Checkpoints
 from tests.service.support import assert_error, wait_until
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.service.support import service_process as start_service
 
 # ---- one request must not freeze the server ----
 
@@ -77,44 +74,18 @@ def _p90(values: list[float]) -> float:
     return sorted(values)[int(len(values) * 0.9)]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def service_process(
     checkpoints: Checkpoints, tmp_path: Path, **env: str
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """`python -m service` on a free port with the README's default limits, once ready: a
-    process of its own, so that the test's threads do not share its GIL."""
-    port = _free_port()
-    environment = {
-        **os.environ,
-        "LSTM_SERVE_ARTIFACTS_DIR": str(checkpoints.root),
-        "LSTM_SERVE_DEVICE": "cpu",
-        "LSTM_SERVE_LOG_LEVEL": "warning",
-        "LSTM_SERVE_ENGINES": "0",
-        **env,
-    }
-    with (tmp_path / "service.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service", "--port", str(port)],
-            cwd=ROOT,
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            with httpx.Client(base_url=url) as client:
-                wait_until(lambda: _answers(client), 120, "the service to be ready")
-            yield process, url
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait(10)
+    """`python -m service` with the README's default limits and one in-process engine, once
+    ready."""
+    log = tmp_path / "service.log"
+    with start_service(checkpoints.root, log, LSTM_SERVE_ENGINES="0", **env) as (process, port):
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=url) as client:
+            wait_until(lambda: _answers(client), 120, "the service to be ready")
+        yield process, url
 
 
 def _answers(client: httpx.Client) -> bool:
