@@ -80,7 +80,9 @@ class CompletionRequest(StrictModel):
         ge=0,
         le=MAX_LOGPROBS,
         description="Each generated token's log-probability, and this many most likely "
-        "alternatives at its place (the model's distribution before temperature and filters).",
+        "alternatives at its place (the model's distribution before temperature and filters). "
+        "With `echo`, the echoed prompt is not scored: the tokens start with the completion's, "
+        "their offsets count from the start of the text, prompt included.",
     )
 
     def prompts(self) -> list[str]:
@@ -94,8 +96,6 @@ class CompletionRequest(StrictModel):
         for name, (neutral, reason) in UNSUPPORTED.items():
             if getattr(self, name) not in neutral:
                 return name, reason
-        if self.logprobs is not None and self.echo:
-            return "logprobs", "`logprobs` with `echo` is not supported: the prompt is not scored"
         return None
 
 

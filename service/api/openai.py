@@ -203,15 +203,17 @@ async def _answer(state: ServiceState, completions: _Completions, request_id: st
         raise DeadlineExceeded(f"generation took longer than {completions.limit:g} s") from None
     finally:
         completions.cancel()
-    choices = [
-        CompletionChoice(
-            text=completions.echo[i] + f.text,
-            index=i,
-            logprobs=_logprobs(scored[i], 0) if completions.logprobs else None,
-            finish_reason=_finish(f),
+    choices = []
+    for i, finish in enumerate(finishes):
+        echo = completions.echo[i]  # offsets count the echoed prompt, which is not scored
+        choices.append(
+            CompletionChoice(
+                text=echo + finish.text,
+                index=i,
+                logprobs=_logprobs(scored[i], len(echo)) if completions.logprobs else None,
+                finish_reason=_finish(finish),
+            )
         )
-        for i, f in enumerate(finishes)
-    ]
     return completions.completion(request_id, choices, completions.usage(finishes))
 
 

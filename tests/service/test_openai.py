@@ -193,6 +193,10 @@ def test_logprobs_score_each_token_with_its_alternatives(client: openai.OpenAI) 
     assert [t for s in streamed for t in s.tokens] == scored.tokens
     assert [o for s in streamed for o in s.text_offset] == scored.text_offset
     assert [v for s in streamed for v in s.token_logprobs] == scored.token_logprobs
+    # with echo, the prompt comes back unscored and the offsets count it
+    echoed = client.completions.create(**asked, logprobs=3, echo=True).choices[0]
+    assert echoed.logprobs is not None and echoed.logprobs.tokens == scored.tokens
+    assert echoed.logprobs.text_offset == [offset + len("to be") for offset in offsets]
 
 
 def test_echo_returns_the_prompt_first(client: openai.OpenAI) -> None:
@@ -208,7 +212,6 @@ def test_echo_returns_the_prompt_first(client: openai.OpenAI) -> None:
     [
         ({"best_of": 2}, "best_of", "only best_of 1"),
         ({"logprobs": 6}, "logprobs", "less than or equal to 5"),
-        ({"logprobs": 2, "echo": True}, "logprobs", "the prompt is not scored"),
         ({"presence_penalty": 2.5}, "presence_penalty", "less than or equal to 2"),
         ({"frequency_penalty": -2.5}, "frequency_penalty", "greater than or equal to -2"),
         ({"extra_body": {"repetition_penalty": 0}}, "repetition_penalty", "greater than 0"),
@@ -239,8 +242,7 @@ def test_refused_parameters_raise_bad_request(
     assert error.param == param
     assert error.type == "invalid_request_error"
     assert says in error.message
-    refused = param in UNSUPPORTED or "echo" in options  # a value it cannot honour, not a bad one
-    assert error.code == ("unsupported" if refused else "invalid_value")
+    assert error.code == ("unsupported" if param in UNSUPPORTED else "invalid_value")
 
 
 def test_unknown_or_non_language_model_is_not_found(client: openai.OpenAI) -> None:
