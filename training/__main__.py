@@ -110,7 +110,8 @@ def train(task_name: str, config: TrainConfig, argv: list[str] | None = None) ->
         history=history,
         config=config_as_dict(config),
         parameters=count_parameters(model),
-        wall_time_s=time.perf_counter() - started,
+        # this process's time, and that of the processes an interrupted run resumed from
+        wall_time_s=trainer.earlier_s + time.perf_counter() - started,
         device=trainer.device,
         processes=trainer.world,
         command=command_line(argv),

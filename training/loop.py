@@ -123,6 +123,9 @@ class Trainer:
         self.epoch = 0
         self.best_state: dict[str, torch.Tensor] = {}
         self.bad_evaluations = 0
+        # seconds the run spent in earlier processes (a resumed run's card counts them too)
+        self.earlier_s = 0.0
+        self._this_process_started = time.perf_counter()
         self.last_evaluated = -1  # step of the last validation, known to every process
 
     @property
@@ -272,10 +275,15 @@ class Trainer:
             "history": json.dumps(self.history.__dict__),
             "settings": json.dumps(self._settings()),
             "torch_rng": torch.get_rng_state(),
+            "elapsed_s": self.elapsed_s(),
         }
         partial = self.run_dir / (RESUME_FILE + ".part")
         torch.save(state, partial)
         partial.replace(self.run_dir / RESUME_FILE)
+
+    def elapsed_s(self) -> float:
+        """Seconds this run has trained so far, in this process and the ones it resumed from."""
+        return self.earlier_s + time.perf_counter() - self._this_process_started
 
     def _resume(self) -> None:
         path = self.run_dir / RESUME_FILE
@@ -300,6 +308,7 @@ class Trainer:
         self.bad_evaluations = int(state["bad_evaluations"])
         self.history = History(**json.loads(state["history"]))
         torch.set_rng_state(state["torch_rng"])
+        self.earlier_s = float(state.get("elapsed_s", 0.0))  # absent in older resume files
         if self.main:
             print(f"resumed from {path} at step {self.step} (epoch {self.epoch + 1})")
 

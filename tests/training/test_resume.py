@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from models.checkpoint import FILES, MANIFEST, load_checkpoint, sha256_file
 from training.__main__ import main
@@ -84,6 +85,11 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(
     assert not (tmp_path / "broken-ckpt").exists()
     capsys.readouterr()
 
+    state_file = tmp_path / "broken" / RESUME_FILE
+    saved = torch.load(state_file, weights_only=True)
+    assert saved["elapsed_s"] > 0  # the interrupted process's time travels with the state
+    saved["elapsed_s"] = 1000.0  # as if it had trained for long: the card must count it
+    torch.save(saved, state_file)
     assert main(argv("broken")) == 0
     out = capsys.readouterr().out
     assert f"resumed from {tmp_path / 'broken' / RESUME_FILE} at step 4 (epoch 2)" in out
@@ -93,6 +99,8 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(
     assert card(resumed)["validation_curve"] == card(straight)["validation_curve"]
     assert [e["step"] for e in card(resumed)["validation_curve"]] == [4.0, 8.0]
     assert card(resumed)["metrics"] == card(straight)["metrics"]
+    # the card's wall time counts the interrupted process's time too
+    assert card(resumed)["wall_time_s"] > 1000
 
 
 def test_resuming_with_other_settings_is_refused(shakespeare_file: Path, tmp_path: Path) -> None:
