@@ -11,15 +11,15 @@ samples; this path skips them for the one request shape that a client under load
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Any
 
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import inference
 from service.api.deps import ServiceState, key_digest
 from service.api.errors import service_error_response, unexpected_response
+from service.api.middleware import PARSED_BODY
 from service.api.predict import sentiment_answer
 from service.errors import ServiceError
 from service.registry import LoadedModel
@@ -45,10 +45,9 @@ class FastSentiment:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        first = await receive()  # the request middleware has read the whole body
-        taken = self._query(scope, first.get("body", b""))
+        taken = self._query(scope)  # the body is not read: the route reads it if it answers
         if taken is None:
-            await self.app(scope, _replaying(first, receive), send)
+            await self.app(scope, receive, send)
             return
         name, loaded, query = taken
         scope["state"]["model"], scope["route"] = name, _Route()
@@ -63,17 +62,15 @@ class FastSentiment:
             response = unexpected_response(request_id)
         await response(scope, receive, send)
 
-    def _query(
-        self, scope: Scope, body: bytes
-    ) -> tuple[str, LoadedModel, inference.SentimentQuery] | None:
+    def _query(self, scope: Scope) -> tuple[str, LoadedModel, inference.SentimentQuery] | None:
         """The model and the query, when the route would accept the request as it is; None
         sends it to the route."""
         if self._key is not None and not self._authorized(scope):
             return None
-        try:
-            data: Any = json.loads(body)
-        except ValueError:
+        state = scope["state"]
+        if PARSED_BODY not in state:  # not checked as JSON by the request middleware
             return None
+        data: Any = state[PARSED_BODY]  # parsed there once, duplicate keys refused
         if type(data) is not dict or not data.keys() <= _FIELDS:
             return None
         text, model = data.get("text"), data.get("model")
@@ -105,13 +102,3 @@ class FastSentiment:
                     key_digest(given), self._key
                 )
         return False
-
-
-def _replaying(first: Message, receive: Receive) -> Receive:
-    """A receive that gives the message already read, then the original's."""
-    pending = [first]
-
-    async def replay() -> Message:
-        return pending.pop() if pending else await receive()
-
-    return replay

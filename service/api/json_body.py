@@ -48,28 +48,34 @@ class _Rejected(Exception):
 
 def json_problem(body: bytes) -> BodyProblem | None:
     """None when the body is JSON that the schemas can judge; else what is wrong with it."""
+    return checked_json(body)[0]
+
+
+def checked_json(body: bytes) -> tuple[BodyProblem | None, Any]:
+    """What is wrong with the body (None when the schemas can judge it), and its value when it
+    parsed (None otherwise): a caller that needs the value does not parse the body again."""
     if not body.strip():
-        return BodyProblem("body", "the request body is empty; send a JSON object")
+        return BodyProblem("body", "the request body is empty; send a JSON object"), None
     problem = _structure_problem(body)
     if problem is not None:
-        return problem
+        return problem, None
     try:
         value = json.loads(body, object_pairs_hook=_object)
     except _Rejected as rejected:
-        return rejected.problem
+        return rejected.problem, None
     except json.JSONDecodeError as error:
         where = f"line {error.lineno}, column {error.colno}"
-        return BodyProblem("body", f"the body is not valid JSON: {error.msg} ({where})")
+        return BodyProblem("body", f"the body is not valid JSON: {error.msg} ({where})"), None
     except RecursionError:  # not reached while _too_deep sees every bracket; kept as a guard
-        return _depth_problem()
+        return _depth_problem(), None
     except ValueError:  # the one other refusal of json.loads: an integer too long to convert
         limit = sys.get_int_max_str_digits()
         message = f"a number in the JSON has more than {limit:,} digits; the limit is {limit:,}"
-        return BodyProblem("body", message)
+        return BodyProblem("body", message), None
     problem = _long_list(value, "")
     if problem is None and _SURROGATE_ESCAPE.search(body):
         problem = _surrogate_problem(value, "")
-    return problem
+    return problem, value
 
 
 def _long_list(value: Any, path: str) -> BodyProblem | None:

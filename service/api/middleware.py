@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.json_body import json_problem
+from service.api.json_body import checked_json
 from service.api.responses import (
     BODY_TIMEOUT_S,
     MAX_HEADER_BYTES,
@@ -33,6 +33,8 @@ from service.openai_schemas import openai_error_body
 
 access_log = logging.getLogger("lstm_serve.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# the scope's state key under which a JSON body's parsed value travels to the inner layers
+PARSED_BODY = "json_body"
 CLIENT_CLOSED = 499  # logged (never sent) when the client disconnected before the answer
 # Bodies over this size are checked on one thread of their own, not on the event loop: a 1 MB body
 # costs up to tens of ms to check, and several at once kept /health/live waiting 300 ms. One
@@ -117,7 +119,8 @@ class RequestMiddleware:
 
     def _check_body(self, scope: Scope, body: bytes, headers: dict[str, str]) -> None:
         if self._takes_json(scope):
-            _check_json(body, headers)
+            # the parsed body, for a layer that reads it (service.api.fast) without parsing again
+            scope["state"][PARSED_BODY] = _check_json(body, headers)
         elif "json" in headers.get("content-type", ""):
             _check_utf8(body)
 
@@ -256,8 +259,9 @@ def _check_utf8(body: bytes) -> None:
         raise Rejection(422, "validation_error", message, "body") from None
 
 
-def _check_json(body: bytes, headers: dict[str, str]) -> None:
-    """A route that reads JSON gets UTF-8 JSON that its schema can judge, or a clear refusal."""
+def _check_json(body: bytes, headers: dict[str, str]) -> Any:
+    """A route that reads JSON gets UTF-8 JSON that its schema can judge, or a clear refusal;
+    returns the body's value."""
     content_type = headers.get("content-type")
     media_type, _, parameters = (content_type or "").partition(";")
     media_type = media_type.strip().lower()
@@ -277,9 +281,10 @@ def _check_json(body: bytes, headers: dict[str, str]) -> None:
         )
         raise Rejection(415, "unsupported_media_type", message, "Content-Encoding")
     _check_utf8(body)
-    problem = json_problem(body)
+    problem, value = checked_json(body)
     if problem is not None:
         raise Rejection(422, "validation_error", problem.message, problem.field)
+    return value
 
 
 def _charset(parameters: str) -> str | None:

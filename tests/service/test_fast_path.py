@@ -37,8 +37,8 @@ def taken(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bool]]:
     record: list[bool] = []
     original = FastSentiment._query
 
-    def spy(self: FastSentiment, scope: Any, body: bytes) -> Any:
-        query = original(self, scope, body)
+    def spy(self: FastSentiment, scope: Any) -> Any:
+        query = original(self, scope)
         record.append(query is not None)
         return query
 
@@ -59,7 +59,7 @@ def test_the_fast_path_answers_as_the_route(
 ) -> None:
     fast = _answers(client, ACCEPTED + LEFT_TO_THE_ROUTE)
     assert taken == [True] * len(ACCEPTED) + [False] * len(LEFT_TO_THE_ROUTE)
-    monkeypatch.setattr(FastSentiment, "_query", lambda self, scope, body: None)
+    monkeypatch.setattr(FastSentiment, "_query", lambda self, scope: None)
     assert _answers(client, ACCEPTED + LEFT_TO_THE_ROUTE) == fast
     statuses = [status for status, _, _ in fast]
     assert statuses == [200] * len(ACCEPTED) + [422, 422, 422, 422, 404, 422, 422]
