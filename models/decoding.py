@@ -3,7 +3,7 @@ that carries the recurrent state."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -52,7 +52,7 @@ def apply_penalties(
     logits: torch.Tensor,
     counts: Mapping[int, int],
     params: SamplingParams,
-    prompt_ids: Sequence[int] = (),
+    prompt_ids: Collection[int] = (),
 ) -> torch.Tensor:
     """Logits (V,) less, for each token generated so far, `frequency_penalty` times its count
     and `presence_penalty` once (OpenAI's definition): greedy decoding of a character model
@@ -68,7 +68,7 @@ def apply_penalties(
         penalty = params.frequency_penalty * times + params.presence_penalty * (times > 0)
         logits = logits.index_add(0, ids, -penalty)  # (V,)
     if params.repetition_penalty != 1.0:
-        seen = sorted(set(prompt_ids) | set(counts))
+        seen = sorted(set(prompt_ids).union(counts))
         ids = torch.tensor(seen, dtype=torch.long, device=logits.device)  # (S,)
         values = logits[ids]  # (S,)
         factor = params.repetition_penalty

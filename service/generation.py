@@ -106,6 +106,8 @@ class _Sequence:
     last_token: int = 0
     counts: Counter[int] = field(default_factory=Counter)  # tokens generated, for the penalties
     pending: list[TokenLogprob] = field(default_factory=list)  # not yet sent with an event
+    # the prompt's distinct tokens, for the repetition penalty (once, not at every step)
+    prompt_tokens: frozenset[int] = frozenset()
 
     def release(self) -> tuple[TokenLogprob, ...]:
         released, self.pending = tuple(self.pending), []
@@ -169,7 +171,10 @@ class GenerationScheduler:
             if prefix is not None:
                 generator = make_generator(request.seed)
                 scanner = StopScanner(request.stop)
-                joining.append(_Sequence(request, generator, *prefix, scanner))
+                sequence = _Sequence(request, generator, *prefix, scanner)
+                if request.params.repetition_penalty != 1.0:
+                    sequence.prompt_tokens = frozenset(request.prompt_ids)
+                joining.append(sequence)
         # first in the next step's sampling loop: a new stream's first token is sent before the
         # running sequences' next ones (the loop over 31 of them took longer than a lone stream's
         # whole time to first token); each sequence has its own generator, so order changes no text
@@ -222,7 +227,7 @@ class GenerationScheduler:
         if time.monotonic() > request.deadline:
             return self._finish(sequence, "time_limit")
         allowed = sequence.logits.index_fill(0, self._banned, float("-inf"))
-        logits = apply_penalties(allowed, sequence.counts, request.params, request.prompt_ids)
+        logits = apply_penalties(allowed, sequence.counts, request.params, sequence.prompt_tokens)
         token = sample_next(logits, request.params, sequence.generator)
         sequence.counts[token] += 1
         piece = self.tokenizer.show(token, sequence.scanner.text)
