@@ -202,7 +202,9 @@ def explain(checkpoint: Checkpoint, review: Review) -> list[TokenContribution]:
     assert isinstance(model, SequenceClassifier)
     device = next(model.parameters()).device
     tokens = torch.tensor([review.ids], device=device)
-    with torch.enable_grad():
+    # cuDNN runs an RNN's backward only in training mode (dropout on); PyTorch's own kernels
+    # differentiate the model as it serves, in eval mode
+    with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
         embedded = model.embedding(tokens).detach().float().requires_grad_(True)  # (1, T, E)
         logits, _ = model.classify(
             embedded.to(model.embedding.weight.dtype),

@@ -193,6 +193,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class SettingError(ValueError):
+    """A setting (flag or config file) the run cannot use."""
+
+
 def _run(args: argparse.Namespace, argv: list[str] | None) -> None:
     if args.command in ("calibrate", "evaluate"):
         if args.command == "calibrate":
@@ -202,7 +206,10 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> None:
         print(json.dumps({k: round(v, 4) for k, v in metrics.items()}, indent=2))
         return
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
-    config = resolve_config(args.command, args.config, flags)
+    try:
+        config = resolve_config(args.command, args.config, flags)
+    except ValueError as error:  # a setting out of its range: one line, as argparse says it
+        raise SettingError(str(error)) from error
     if config.smoke:
         config = smoke_overrides(config)
         if config.data is None:  # a smoke run never needs the network
@@ -216,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         _run(args, argv)
-    except (DataError, DeviceError) as error:
+    except (DataError, DeviceError, SettingError) as error:
         # a download that failed, data that cannot be read, a device this machine lacks: one
         # line saying what to do, not a traceback
         print(f"python -m training {args.command}: {error}", file=sys.stderr)

@@ -83,9 +83,19 @@ class TrainConfig:
     clip_norm: float = setting(1.0, "gradients are clipped to this global norm")
     patience: int = setting(3, "validations without improvement before stopping early")
     eval_every: int = setting(0, "steps between validations; 0: once per epoch")
+    max_minutes: float = setting(
+        0.0,
+        "wall-clock budget of training, in minutes: the learning-rate schedule ends when the "
+        "epochs or this budget run out, whichever comes first; 0: epochs alone",
+    )
     max_train_batches: int = setting(0, "cap on training batches per epoch; 0: all")
     max_eval_batches: int = setting(0, "cap on validation and test batches; 0: all")
     storage_dtype: str = setting("float16", "exported weights: float16, bfloat16 or float32")
+    precision: str = setting(
+        "auto",
+        "auto: bfloat16 mixed precision on CUDA (float16 where bfloat16 is missing), float32 on "
+        "the CPU; float32: float32 everywhere",
+    )
     init_from: str | None = setting(None, "a checkpoint whose weights to start from")
     smoke: bool = setting(
         False, "a tiny model on a few batches, in seconds; without --data, on a shipped sample"
@@ -96,6 +106,8 @@ class TrainConfig:
         unknown = sorted(set(self.model) - set(defaults))
         if unknown:
             raise ValueError(f"unknown {self.MODEL.__name__} settings {unknown}")
+        if self.precision not in ("auto", "float32"):
+            raise ValueError(f"precision must be auto or float32, got {self.precision!r}")
         self.model = {**defaults, **self.model}
 
     def model_config(self, vocab_size: int, **decided: Any) -> ModelConfig:

@@ -79,6 +79,7 @@ def model_card(
         "metrics": {"test": test_metrics, "validation_best": history.best},
         "validation_curve": history.evaluations,
         "stopped_early": history.stopped_early,
+        "out_of_time": history.out_of_time,
         "best_step": history.best_step,
         "dataset": {"name": dataset, "sha256": dataset_sha256},
         "parameters": parameters,

@@ -60,6 +60,7 @@ class History:
     best: dict[str, float] = field(default_factory=dict)
     best_step: int = 0
     stopped_early: bool = False
+    out_of_time: bool = False  # the wall-clock budget (max_minutes) ended training
 
 
 def pick_device(name: str) -> torch.device:
@@ -82,11 +83,15 @@ def distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
-    """Linear warmup, then cosine decay to min_ratio at `total` steps."""
+def lr_factor(
+    step: int, total: int, warmup: int, min_ratio: float, time_spent: float = 0.0
+) -> float:
+    """Linear warmup, then cosine decay to min_ratio at `total` steps, or sooner: `time_spent` is
+    the share of a wall-clock budget used so far, and the decay is as far along as the further
+    of the two (so a budgeted run still ends its schedule at the low learning rate)."""
     if step < warmup:
         return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    progress = min(1.0, max((step - warmup) / max(1, total - warmup), time_spent))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -107,6 +112,9 @@ class Trainer:
                 self.wrapped, device_ids=ids, find_unused_parameters=True
             )
             torch.manual_seed(config.seed + self.rank)  # own dropout masks per process
+        # seconds the run spent in earlier processes (a resumed run's card counts them too)
+        self.earlier_s = 0.0
+        self._this_process_started = time.perf_counter()
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=config.lr,
@@ -116,24 +124,34 @@ class Trainer:
         self.total_steps = config.epochs * task.steps_per_epoch(self.world)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
-            lambda s: lr_factor(s, self.total_steps, config.warmup_steps, config.min_lr_ratio),
+            lambda s: lr_factor(
+                s, self.total_steps, config.warmup_steps, config.min_lr_ratio, self.time_spent()
+            ),
         )
         self.history = History()
         self.step = 0
         self.epoch = 0
         self.best_state: dict[str, torch.Tensor] = {}
         self.bad_evaluations = 0
-        # seconds the run spent in earlier processes (a resumed run's card counts them too)
-        self.earlier_s = 0.0
-        self._this_process_started = time.perf_counter()
         self.last_evaluated = -1  # step of the last validation, known to every process
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
+    def time_spent(self) -> float:
+        """Share of the wall-clock budget used so far (0 without one). Every process of a
+        distributed run decides from rank 0's clock, so they stop at the same step."""
+        budget = self.config.max_minutes * 60
+        if budget <= 0:
+            return 0.0
+        share = torch.tensor([self.elapsed_s() / budget], dtype=torch.float64)
+        if self.world > 1 and dist.is_initialized():
+            dist.broadcast(share, 0)
+        return float(share[0])
+
     def _autocast(self) -> Any:
-        if self.device.type != "cuda":
+        if self.device.type != "cuda" or self.config.precision == "float32":
             return nullcontext()
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
@@ -148,7 +166,11 @@ class Trainer:
         self._resume()
         eval_every = self.config.eval_every or per_epoch
         started = time.perf_counter()
-        while self.step < self.config.epochs * per_epoch and not self.history.stopped_early:
+        while (
+            self.step < self.config.epochs * per_epoch
+            and not self.history.stopped_early
+            and not self.history.out_of_time
+        ):
             self.epoch, done_in_epoch = divmod(self.step, per_epoch)
             self.task.start_epoch()
             batches = self.task.batches(self.epoch, self.rank, self.world)
@@ -179,6 +201,9 @@ class Trainer:
                     self.history.train_loss.append((self.step, loss))
                 if self.step % eval_every == 0 and self._evaluate() and self.history.stopped_early:
                     break
+                if self.config.max_minutes > 0 and self.time_spent() >= 1.0:
+                    self.history.out_of_time = True
+                    break
             bar.close()
             self._save_resume()
         if not self.history.stopped_early and self.last_evaluated != self.step:
@@ -187,7 +212,9 @@ class Trainer:
             self.model.load_state_dict(self.best_state)
         if self.main:
             print(
-                f"trained {self.step} steps in {time.perf_counter() - started:.0f}s; "
+                f"trained {self.step} steps in {time.perf_counter() - started:.0f}s"
+                + (" (the time budget ran out)" if self.history.out_of_time else "")
+                + "; "
                 f"best {self.task.metric} "
                 f"{self.history.best.get(self.task.metric, float('nan')):.4f}"
                 f" at step {self.history.best_step}"

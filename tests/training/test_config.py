@@ -91,12 +91,22 @@ def test_unknown_keys_in_the_file_raise(tmp_path: Path) -> None:
         resolve("generate", [], path)
 
 
-def test_unknown_keys_stop_main_before_any_training(tmp_path: Path) -> None:
+def test_unknown_keys_stop_main_before_any_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write_json(tmp_path / "bad.json", {"epochz": 1})
     run_dir = tmp_path / "run"
-    with pytest.raises(ValueError, match="epochz"):
-        main(["generate", "--config", str(path), "--run-dir", str(run_dir)])
+    assert main(["generate", "--config", str(path), "--run-dir", str(run_dir)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("python -m training generate: ") and "epochz" in error
+    assert "Traceback" not in error and error.count("\n") == 1
     assert not run_dir.exists()
+
+
+def test_a_setting_out_of_range_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", "--smoke", "--precision", "half"]) == 1
+    error = capsys.readouterr().err
+    assert error == "python -m training generate: precision must be auto or float32, got 'half'\n"
 
 
 def test_a_missing_config_file_raises(tmp_path: Path) -> None:

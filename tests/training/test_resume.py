@@ -117,3 +117,43 @@ def test_resuming_with_other_settings_is_refused(shakespeare_file: Path, tmp_pat
     main(flags)
     with pytest.raises(ValueError, match=r"other settings \(lr: 0.003 -> 0.01\)"):
         main([*flags, "--lr", "0.01"])
+
+
+def test_lr_schedule_follows_the_further_of_steps_and_time() -> None:
+    from training.loop import lr_factor
+
+    # warmup is by steps alone
+    assert lr_factor(0, 100, 10, 0.1, time_spent=0.9) == pytest.approx(0.1)
+    # halfway in steps, a quarter in time: the steps decide
+    assert lr_factor(55, 100, 10, 0.0) == pytest.approx(0.5)
+    assert lr_factor(55, 100, 10, 0.0, time_spent=0.25) == pytest.approx(0.5)
+    # a quarter in steps, the budget spent: the schedule has ended at its floor
+    assert lr_factor(32, 100, 10, 0.1, time_spent=1.0) == pytest.approx(0.1)
+    assert lr_factor(32, 100, 10, 0.1, time_spent=0.5) == pytest.approx(0.55)
+
+
+def test_a_spent_time_budget_ends_training_and_the_card_says_so(
+    shakespeare_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the clock runs out after the third step: time, not the 2 x 4 steps, ends the run
+    monkeypatch.setattr(Trainer, "time_spent", lambda self: float(getattr(self, "step", 0) >= 3))
+    run = ["--run-dir", str(tmp_path / "run"), "--export-dir", str(tmp_path / "ckpt")]
+    argv = ["generate", "--data", str(shakespeare_file), *SMOKE_FLAGS, "--epochs", "2", *run]
+    assert main([*argv, "--max-minutes", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "trained 3 steps" in out and "(the time budget ran out)" in out
+    ended = card(tmp_path / "ckpt")
+    assert ended["out_of_time"] is True and ended["config"]["max_minutes"] == 5
+    assert ended["validation_curve"][-1]["step"] == 3  # the steps after the last validation count
+
+    # without a budget the same run trains every step
+    run = ["--run-dir", str(tmp_path / "run2"), "--export-dir", str(tmp_path / "ckpt2")]
+    assert (
+        main(["generate", "--data", str(shakespeare_file), *SMOKE_FLAGS, "--epochs", "2", *run])
+        == 0
+    )
+    assert "trained 8 steps" in capsys.readouterr().out
+    assert card(tmp_path / "ckpt2")["out_of_time"] is False

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from models.architectures import LanguageModel, SequenceClassifier, count_parameters
 from models.checkpoint import FILES, MANIFEST, load_checkpoint, sha256_file
@@ -264,3 +265,24 @@ def test_same_seed_same_weights_other_seed_other_weights(
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(other_argv) == 0
     assert sha256_file(tmp_path / "c" / "export" / "model.safetensors") != weights(first)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("task", TASKS)
+def test_trains_on_cuda_and_the_checkpoint_evaluates_on_the_cpu(
+    task: str, tmp_path: Path, sentiment_dir: Path, wikitext_dir: Path, shakespeare_file: Path
+) -> None:
+    data = {"sentiment": sentiment_dir, "next-word": wikitext_dir, "generate": shakespeare_file}
+    argv = [task, "--smoke", "--device", "cuda", "--data", str(data[task])]
+    argv += ["--run-dir", str(tmp_path / "run"), "--export-dir", str(tmp_path / "export")]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(argv) == 0
+    card = json.loads((tmp_path / "export" / "card.json").read_text())
+    assert card["hardware"]["device"] == "cuda"
+    assert card["hardware"]["gpu"] == torch.cuda.get_device_name(0)
+    # exported weights are the CPU's: the checkpoint serves and evaluates anywhere
+    measured = evaluate(str(tmp_path / "export"), str(data[task]), threads=1, device="cpu")
+    assert list(measured) == list(card["metrics"]["test"])
+    for name, value in card["metrics"]["test"].items():
+        assert measured[name] == pytest.approx(value, rel=1e-3, abs=1e-3), name
