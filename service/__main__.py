@@ -6,6 +6,12 @@ import argparse
 import logging
 import sys
 
+from service.engine_launch import start_engine_server
+
+if __name__ == "__main__":
+    # first, so that the engines' fork server imports torch while this process imports the rest
+    start_engine_server()
+
 import uvicorn
 
 from service.app import create_app

@@ -25,11 +25,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar, cast
 
-import torch.multiprocessing as torch_mp
+import torch.multiprocessing  # noqa: F401  (its pickler sends tensors to engines as shared memory)
 
 from service.engine import protocol
 from service.engine.operations import GENERATE, BatchOperation
 from service.engine.worker import EngineSpec, Worker, engine_main, run_worker
+from service.engine_launch import engine_context
 from service.errors import (
     DeadlineExceeded,
     EngineFailed,
@@ -160,7 +161,7 @@ class EngineClient:
             )
             engine.process.start()
         else:
-            context = torch_mp.get_context("spawn")
+            context: Any = engine_context()
             engine.process = context.Process(
                 target=engine_main,
                 args=(theirs, engine.spec),

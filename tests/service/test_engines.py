@@ -5,6 +5,7 @@ readiness says `degraded` meanwhile."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from fastapi.testclient import TestClient
 from tests.service.conftest import SettingsFactory
 from tests.service.support import engine_blocked, serve, state_of, wait_until
 
-# a spawned engine imports torch: seconds on a quiet machine, much longer on a busy one
+# the fork server imports torch once: seconds on a quiet machine, much longer on a busy one
 START_S = 120.0
 
 
@@ -43,6 +44,26 @@ def test_two_engine_processes_start_and_share_the_weights(two_engines: TestClien
     ready = two_engines.get("/health/ready").json()
     assert ready["status"] == "ok"
     assert ready["engines"]["alive"] == 2
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return int(next(line for line in status if line.startswith("PPid:")).split()[1])
+
+
+@pytest.mark.skipif(
+    "forkserver" not in multiprocessing.get_all_start_methods(), reason="no fork server here"
+)
+def test_engines_are_forked_from_one_fork_server(two_engines: TestClient) -> None:
+    """Not spawned: each engine is a child of the fork server (itself a child of this process),
+    so it imported nothing of its own and shares the server's imported pages."""
+    pids = state_of(two_engines).engine.status()["pids"]
+    parents = {_parent(pid) for pid in pids}
+    assert len(parents) == 1 and os.getpid() not in parents
+    (server,) = parents
+    assert _parent(server) == os.getpid()
+    with open(f"/proc/{server}/cmdline") as cmdline:
+        assert "multiprocessing.forkserver" in cmdline.read()
 
 
 def test_concurrent_requests_are_spread_over_both_engines(two_engines: TestClient) -> None:
