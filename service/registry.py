@@ -14,6 +14,7 @@ import torch
 from models import devices
 from models.architectures import count_parameters
 from models.checkpoint import STORAGE_DTYPES, Checkpoint, CheckpointError, load_checkpoint
+from service.allocator import release_free_memory
 from service.errors import ModelNotFound, ModelUnavailable, NotReady
 from service.settings import Settings
 
@@ -114,6 +115,10 @@ class Registry:
                 checkpoint.config.task,
                 count_parameters(checkpoint.model),
             )
+        if share:
+            # the weights moved to shared memory: their first copies, and the stored half
+            # precision read on the way, are free now; give them back to the system
+            release_free_memory()
         return checkpoints
 
     def _failed(self, name: str, path: Path, error: Exception) -> None:

@@ -28,6 +28,7 @@ from models.architectures import LanguageModel
 from models.checkpoint import Checkpoint
 from models.decoding import SamplingParams
 from service import inference
+from service.allocator import release_free_memory
 from service.engine import protocol
 from service.engine.operations import BATCH_OPERATIONS, NEXT_WORD, SENTIMENT, Served
 from service.errors import ServiceError
@@ -119,6 +120,7 @@ class Worker:
             self.served[name] = served
             for operation in BATCH_OPERATIONS:
                 self.queues[(name, operation)] = deque()
+        release_free_memory()  # what the warm-ups allocated and freed
         return failures
 
     # ---- the loop ----
