@@ -95,7 +95,7 @@ class _Engine:
     index: int
     spec: EngineSpec
     writer: asyncio.StreamWriter | None = None
-    process: Any = None  # a spawned process, or the thread of an in-process engine
+    process: Any = None  # an engine process (forked from the fork server), or an in-process thread
     local: Worker | None = None  # the in-process engine itself (LSTM_SERVE_ENGINES=0)
     reader: asyncio.Task[None] | None = None
     ready: asyncio.Future[protocol.Ready] | None = None

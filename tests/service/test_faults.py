@@ -337,16 +337,20 @@ def _dechunk(data: bytes) -> bytes:
         out, data = out + data[:size], data[size + 2 :]
 
 
-def _engine_processes(pid: int) -> list[int]:
-    """The engine processes among a process's children (Linux /proc; each thread lists the
-    children it started)."""
+def _children(pid: int) -> list[int]:
+    """A process's children (Linux /proc; each thread lists the children it started)."""
     tasks = Path(f"/proc/{pid}/task").iterdir()
-    children = [c for task in tasks for c in (task / "children").read_text().split()]
-    return [
-        int(child)
-        for child in children
-        if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+    return [int(c) for task in tasks for c in (task / "children").read_text().split()]
+
+
+def _engine_processes(pid: int) -> list[int]:
+    """The engine processes of a service: the children of its fork server, its own child."""
+    servers = [
+        child
+        for child in _children(pid)
+        if b"multiprocessing.forkserver" in Path(f"/proc/{child}/cmdline").read_bytes()
     ]
+    return [engine for server in servers for engine in _children(server)]
 
 
 @pytest.fixture
