@@ -115,6 +115,8 @@ class Trainer:
         # seconds the run spent in earlier processes (a resumed run's card counts them too)
         self.earlier_s = 0.0
         self._this_process_started = time.perf_counter()
+        # share of the wall-clock budget spent, read once per step (one broadcast under DDP)
+        self.spent = 0.0
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=config.lr,
@@ -125,7 +127,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lambda s: lr_factor(
-                s, self.total_steps, config.warmup_steps, config.min_lr_ratio, self.time_spent()
+                s, self.total_steps, config.warmup_steps, config.min_lr_ratio, self.spent
             ),
         )
         self.history = History()
@@ -201,7 +203,7 @@ class Trainer:
                     self.history.train_loss.append((self.step, loss))
                 if self.step % eval_every == 0 and self._evaluate() and self.history.stopped_early:
                     break
-                if self.config.max_minutes > 0 and self.time_spent() >= 1.0:
+                if self.spent >= 1.0:
                     self.history.out_of_time = True
                     break
             bar.close()
@@ -229,8 +231,9 @@ class Trainer:
         loss.backward()
         nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
         self.optimizer.step()
-        self.scheduler.step()
         self.step += 1
+        self.spent = self.time_spent()  # the schedule's next learning rate follows it
+        self.scheduler.step()
         return float(loss.detach()), count
 
     def _evaluate(self) -> bool:
