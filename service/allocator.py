@@ -11,7 +11,7 @@ def release_free_memory() -> None:
     process held about 80 MiB it no longer used (the shipped three); an engine, what its warm-ups
     allocated. Called once each, after starting: under load the allocator keeps what it reuses."""
     process = ctypes.CDLL(None)
-    for symbol in ("MallocExtension_ReleaseFreeMemory", "malloc_trim"):
-        function = getattr(process, symbol, None)
-        if function is not None:
-            function(*([0] if symbol == "malloc_trim" else []))
+    if hasattr(process, "MallocExtension_ReleaseFreeMemory"):  # tcmalloc, when preloaded
+        process.MallocExtension_ReleaseFreeMemory()
+    elif hasattr(process, "malloc_trim"):  # glibc
+        process.malloc_trim(0)
