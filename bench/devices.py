@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
 import json
 import platform
 import sys
@@ -23,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import torch
 from loadgen import closed_loop, encode, percentile
-from serving import generation, next_word_ms, reviews, served
+from serving import generation, next_word_ms, reviews, served, words
 
 DEVICES = ("cpu", "cuda")
 
@@ -54,7 +53,7 @@ def sentiment_load(
     }
 
 
-def measure(device: str, texts: list[str], words: list[str], seconds: float) -> dict[str, float]:
+def measure(device: str, texts: list[str], typed: list[str], seconds: float) -> dict[str, float]:
     with served(LSTM_SERVE_DEVICE=device) as (base, ready_s, _):
         models = httpx.get(f"{base}/models").json()["models"]
         served_on = {m["device"] for m in models}
@@ -68,7 +67,7 @@ def measure(device: str, texts: list[str], words: list[str], seconds: float) -> 
         # LSTM_SERVE_MODELS may leave next-word out
         names = {m["name"] for m in models}
         nan = {"five_ms": float("nan"), "extended_ms": float("nan")}
-        typed = next_word_ms(base, words) if "next-word" in names else nan
+        typed_ms = next_word_ms(base, typed) if "next-word" in names else nan
     return {
         "ready_s": ready_s,
         "sentiment_c1_p50_ms": one["p50_ms"],
@@ -78,8 +77,8 @@ def measure(device: str, texts: list[str], words: list[str], seconds: float) -> 
         "generate_1_stream_tok_s": stream["tokens_s"],
         "generate_32_streams_tok_s": streams["tokens_s"],
         "generate_32_ttft_p50_ms": streams["ttft_p50_ms"],
-        "next_word_5_words_ms": typed["five_ms"],
-        "next_word_500_plus_1_ms": typed["extended_ms"],
+        "next_word_5_words_ms": typed_ms["five_ms"],
+        "next_word_500_plus_1_ms": typed_ms["extended_ms"],
     }
 
 
@@ -110,12 +109,11 @@ def main() -> None:
         print("no CUDA device on this machine", file=sys.stderr)
         raise SystemExit(2)
     texts = reviews(args.data, 500)
-    with gzip.open(args.data / "wikitext-2" / "test.txt.gz", "rt", encoding="utf-8") as handle:
-        words = handle.read().split()[:1000]
+    typed = words(args.data, 600)
     results = {}
     for device in DEVICES:
         started = time.perf_counter()
-        results[device] = measure(device, texts, words, args.duration)
+        results[device] = measure(device, texts, typed, args.duration)
         print(f"{device}: {time.perf_counter() - started:.0f}s", file=sys.stderr)
     text = report(results)
     print(text)

@@ -51,6 +51,12 @@ def reviews(data: Path, count: int) -> list[str]:
         return [json.loads(line)["text"] for _, line in zip(range(count), handle, strict=False)]
 
 
+def words(data: Path, count: int) -> list[str]:
+    """The first `count` alphabetic words of WikiText-2's test split: what a person types."""
+    with gzip.open(data / "wikitext-2" / "test.txt.gz", "rt", encoding="utf-8") as handle:
+        return [w for w in handle.read().split() if w.isalpha()][:count]
+
+
 def offline_throughput(texts: list[str], batch: int) -> float:
     """Reviews/s through the service's own inference functions: tokenise, one packed forward."""
     checkpoint = load_checkpoint(ROOT / "artifacts" / "sentiment")
@@ -250,8 +256,7 @@ def main() -> None:
     bodies.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     offline = {b: offline_throughput(texts, b) for b in (1, 8, 16, 32, 64)}
     forward_ms = batch1_forward_ms(texts)
-    with gzip.open(args.data / "wikitext-2" / "test.txt.gz", "rt", encoding="utf-8") as handle:
-        words = [w for w in handle.read().split() if w.isalpha()][:600]
+    typed = words(args.data, 600)
 
     rows: list[tuple[str, str, str, str]] = []
     with served() as (base, ready_s, process):
@@ -275,12 +280,12 @@ def main() -> None:
         gen32 = asyncio.run(generation(base, 32, 200))
         join_alone = asyncio.run(joining_ttft_ms(base, 0))
         join_busy = asyncio.run(joining_ttft_ms(base, 31))
-        cached = next_word_ms(base, words)
+        cached = next_word_ms(base, typed)
         memory = pss_mib(process)
     with served(LSTM_SERVE_MAX_BATCH_SIZE="1") as (base, _, _):
         naive = wrk(base, "/sentiment", bodies, 64, args.duration)
     with served(LSTM_SERVE_CACHE_MB="0") as (base, _, _):
-        uncached = next_word_ms(base, words)
+        uncached = next_word_ms(base, typed)
 
     best = max(offline, key=lambda b: offline[b])
     ratio = lambda a, b: f"{a / b:.2f}"  # noqa: E731
