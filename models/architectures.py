@@ -3,114 +3,22 @@ sequence classifier and a next-token language model. No I/O, no loss, no device 
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any
-
 import torch
 from torch import nn
 
+from models.config import (
+    ClassifierConfig,
+    LanguageModelConfig,
+    ModelConfig,
+    architecture_name,
+)
 from models.recurrent import (
-    CELLS,
     State,
     length_mask,
     make_rnn,
     reverse_within_lengths,
     run_rnn,
 )
-
-POOLINGS = ("last", "mean", "max")
-
-
-def _check_common(cell: str, vocab_size: int, dropout: float) -> None:
-    if cell not in CELLS:
-        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
-    if vocab_size < 2:
-        raise ValueError(f"vocab_size must be at least 2, got {vocab_size}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-
-
-@dataclass(frozen=True)
-class ClassifierConfig:
-    """Embedding -> stacked (bi)directional recurrent encoder -> pooling -> linear."""
-
-    vocab_size: int
-    num_classes: int = 2
-    embed_dim: int = 128
-    hidden_dim: int = 128
-    num_layers: int = 1
-    cell: str = "lstm"
-    bidirectional: bool = True
-    dropout: float = 0.0
-    embed_dropout: float = 0.0
-    pooling: tuple[str, ...] = ("max", "mean")
-    # Also pool the embeddings themselves, a bag-of-words path beside the recurrent one.
-    pool_embeddings: bool = False
-    # > 0: a bag of word pairs beside it, each adjacent pair hashed into one of this many
-    # ngram_dim-wide embeddings and mean-pooled (the bigram features of NB-SVM, Wang & Manning 2012)
-    ngram_buckets: int = 0
-    ngram_dim: int = 16
-    padding_id: int = 0
-
-    def __post_init__(self) -> None:
-        _check_common(self.cell, self.vocab_size, self.dropout)
-        object.__setattr__(self, "pooling", tuple(self.pooling))
-        unknown = [p for p in self.pooling if p not in POOLINGS]
-        if not self.pooling or unknown:
-            raise ValueError(
-                f"pooling must be a non-empty subset of {POOLINGS}, got {self.pooling}"
-            )
-        if self.num_classes < 2:
-            raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
-        if self.ngram_buckets < 0 or self.ngram_dim < 1:
-            raise ValueError(
-                f"ngram_buckets must be >= 0 and ngram_dim >= 1, got "
-                f"{self.ngram_buckets} and {self.ngram_dim}"
-            )
-
-
-@dataclass(frozen=True)
-class LanguageModelConfig:
-    """Embedding -> recurrent stack -> dropout -> projection to the vocabulary."""
-
-    vocab_size: int
-    embed_dim: int = 256
-    hidden_dim: int = 512
-    num_layers: int = 2
-    cell: str = "lstm"
-    dropout: float = 0.2
-    tie_weights: bool = False
-    # Non-empty: an adaptive softmax with these cluster cut-offs instead of a full projection.
-    adaptive_cutoffs: tuple[int, ...] = field(default_factory=tuple)
-    adaptive_div_value: float = 4.0
-
-    def __post_init__(self) -> None:
-        _check_common(self.cell, self.vocab_size, self.dropout)
-        object.__setattr__(self, "adaptive_cutoffs", tuple(self.adaptive_cutoffs))
-        if self.tie_weights and self.adaptive_cutoffs:
-            raise ValueError("tie_weights cannot be combined with adaptive_cutoffs")
-        cutoffs = list(self.adaptive_cutoffs)
-        if cutoffs and (cutoffs != sorted(set(cutoffs)) or cutoffs[-1] >= self.vocab_size):
-            raise ValueError(
-                f"adaptive_cutoffs must be increasing and below vocab_size, got {cutoffs}"
-            )
-
-
-ModelConfig = ClassifierConfig | LanguageModelConfig
-
-
-def config_to_dict(config: ModelConfig) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
-def config_from_dict(cls: type[ModelConfig], data: dict[str, Any]) -> ModelConfig:
-    """Build a config, refusing keys the dataclass does not know."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields: {unknown}")
-    return cls(**data)
 
 
 class _EncoderLayer(nn.Module):
@@ -337,19 +245,15 @@ class LanguageModel(nn.Module):
         return self.logits(hidden), new_state  # (B, T, V)
 
 
-ARCHITECTURES: dict[str, tuple[type[ModelConfig], type[nn.Module]]] = {
-    "sequence-classifier": (ClassifierConfig, SequenceClassifier),
-    "language-model": (LanguageModelConfig, LanguageModel),
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "sequence-classifier": SequenceClassifier,
+    "language-model": LanguageModel,
 }
-
-
-def architecture_name(config: ModelConfig) -> str:
-    return "sequence-classifier" if isinstance(config, ClassifierConfig) else "language-model"
 
 
 def build_model(config: ModelConfig) -> nn.Module:
     """The module for a config."""
-    return ARCHITECTURES[architecture_name(config)][1](config)
+    return ARCHITECTURES[architecture_name(config)](config)
 
 
 def count_parameters(model: nn.Module) -> int:

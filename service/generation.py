@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import torch
 
 from models.architectures import LanguageModel
-from models.decoding import SamplingParams, apply_penalties, make_generator, sample_next
+from models.config import SamplingParams
+from models.decoding import apply_penalties, make_generator, sample_next
 from models.recurrent import State, concat_states, select_state
 from models.tokenizers import Tokenizer
 from service.prefix_cache import PrefixCache, read_prefixes

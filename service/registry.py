@@ -13,7 +13,8 @@ import torch
 
 from models import devices
 from models.architectures import count_parameters
-from models.checkpoint import STORAGE_DTYPES, Checkpoint, CheckpointError, load_checkpoint
+from models.checkpoint import STORAGE_DTYPES, Checkpoint, load_checkpoint
+from models.format import CheckpointError
 from service.allocator import release_free_memory
 from service.errors import ModelNotFound, ModelUnavailable, NotReady
 from service.settings import Settings

@@ -17,14 +17,9 @@ import torch.distributed as dist
 from torch import nn
 
 from models.architectures import count_parameters
-from models.checkpoint import (
-    STORAGE_DTYPES,
-    Checkpoint,
-    CheckpointConfig,
-    load_checkpoint,
-    save_checkpoint,
-)
+from models.checkpoint import STORAGE_DTYPES, Checkpoint, load_checkpoint, save_checkpoint
 from models.devices import DeviceError, resolve_device
+from models.format import CheckpointConfig
 from models.tokenizers import Tokenizer
 from training import language, sentiment
 from training.config import (

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from models.architectures import ClassifierConfig, LanguageModelConfig, ModelConfig
+from models.config import ClassifierConfig, LanguageModelConfig, ModelConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 # Model fields whose values come from the data, never from a setting.

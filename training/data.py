@@ -18,7 +18,7 @@ from typing import IO
 
 from tqdm import tqdm
 
-from models.checkpoint import sha256_file as sha256_of
+from models.format import sha256_file as sha256_of
 
 
 class DataError(Exception):

@@ -13,8 +13,10 @@ import torch
 from torch import nn
 
 from models.architectures import LanguageModel, build_model
-from models.checkpoint import Checkpoint, CheckpointConfig
-from models.decoding import SamplingParams, generate_ids, make_generator
+from models.checkpoint import Checkpoint
+from models.config import SamplingParams
+from models.decoding import generate_ids, make_generator
+from models.format import CheckpointConfig
 from models.recurrent import State, detach_state
 from models.tokenizers import (
     EOS,

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from models.architectures import build_model
-from models.checkpoint import Checkpoint, CheckpointConfig
+from models.checkpoint import Checkpoint
+from models.format import CheckpointConfig
 from models.tokenizers import Tokenizer, WordTokenizer, fit_word_tokenizer, truncate_ids
 from training.config import SentimentConfig, TrainConfig
 from training.data import (

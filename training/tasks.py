@@ -9,7 +9,8 @@ from typing import Any, Protocol
 
 from torch import nn
 
-from models.checkpoint import Checkpoint, CheckpointConfig
+from models.checkpoint import Checkpoint
+from models.format import CheckpointConfig
 from models.tokenizers import Tokenizer
 from training.config import TrainConfig
 from training.loop import Task

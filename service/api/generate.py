@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
-from models.decoding import SamplingParams
+from models.config import SamplingParams
 from service.api.deps import State, require_api_key
 from service.api.responses import ERRORS, check_length
 from service.engine import GENERATE, GenerationJob

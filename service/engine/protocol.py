@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
-from models.decoding import SamplingParams
+from models.config import SamplingParams
 from service.generation import Event
 
 HEADER = struct.Struct(">I")

@@ -26,7 +26,7 @@ import torch
 
 from models.architectures import LanguageModel
 from models.checkpoint import Checkpoint
-from models.decoding import SamplingParams
+from models.config import SamplingParams
 from service import inference
 from service.allocator import release_free_memory
 from service.engine import protocol

@@ -7,13 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.architectures import (
-    ClassifierConfig,
-    LanguageModel,
-    LanguageModelConfig,
-    SequenceClassifier,
-)
-from models.checkpoint import CheckpointConfig, save_checkpoint
+from models.architectures import LanguageModel, SequenceClassifier
+from models.checkpoint import save_checkpoint
+from models.config import ClassifierConfig, LanguageModelConfig
+from models.format import CheckpointConfig
 from models.tokenizers import CharTokenizer, fit_word_tokenizer
 
 

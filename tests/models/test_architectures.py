@@ -5,12 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.architectures import (
-    ClassifierConfig,
-    LanguageModel,
-    LanguageModelConfig,
-    SequenceClassifier,
-)
+from models.architectures import LanguageModel, SequenceClassifier
+from models.config import ClassifierConfig, LanguageModelConfig
 from models.recurrent import reverse_within_lengths
 
 CELLS = ["lstm", "gru", "rnn"]

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.architectures import LanguageModel, LanguageModelConfig
-from models.checkpoint import (
+from models.architectures import LanguageModel
+from models.checkpoint import load_checkpoint, save_checkpoint
+from models.config import LanguageModelConfig
+from models.format import (
     CONFIG,
     MANIFEST,
     WEIGHTS,
@@ -19,8 +21,6 @@ from models.checkpoint import (
     MissingFileError,
     UnsupportedFormatError,
     VocabMismatchError,
-    load_checkpoint,
-    save_checkpoint,
     sha256_file,
 )
 from models.tokenizers import CharTokenizer

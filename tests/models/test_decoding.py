@@ -7,10 +7,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.architectures import LanguageModel, LanguageModelConfig
+from models.architectures import LanguageModel
+from models.config import LanguageModelConfig, SamplingParams
 from models.decoding import (
     MIN_TEMPERATURE,
-    SamplingParams,
     filter_logits,
     generate_ids,
     make_generator,

@@ -8,7 +8,8 @@ from collections import Counter
 import pytest
 import torch
 
-from models.decoding import SamplingParams, apply_penalties
+from models.config import SamplingParams
+from models.decoding import apply_penalties
 
 
 def test_penalties_subtract_presence_once_and_frequency_per_count() -> None:

@@ -13,14 +13,10 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from models.architectures import (
-    ClassifierConfig,
-    LanguageModel,
-    LanguageModelConfig,
-    SequenceClassifier,
-    count_parameters,
-)
-from models.checkpoint import CheckpointConfig, save_checkpoint
+from models.architectures import LanguageModel, SequenceClassifier, count_parameters
+from models.checkpoint import save_checkpoint
+from models.config import ClassifierConfig, LanguageModelConfig
+from models.format import CheckpointConfig
 from models.tokenizers import CharTokenizer, fit_word_tokenizer
 from service.settings import Settings
 from tests.service.support import serve

@@ -20,7 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from models.checkpoint import MANIFEST, sha256_file
+from models.format import MANIFEST, sha256_file
 from service.api.deps import ServiceState
 from service.app import create_app
 from service.engine import EngineClient

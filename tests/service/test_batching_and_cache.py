@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from models.architectures import LanguageModel, LanguageModelConfig
-from models.decoding import SamplingParams
+from models.architectures import LanguageModel
+from models.config import LanguageModelConfig, SamplingParams
 from models.tokenizers import CharTokenizer
 from service.generation import (
     Event,

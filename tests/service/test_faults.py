@@ -25,7 +25,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from models.checkpoint import CONFIG, MANIFEST, TOKENIZER, WEIGHTS
+from models.format import CONFIG, MANIFEST, TOKENIZER, WEIGHTS
 from service.app import create_app
 from service.generation import concat_states
 from tests.service.conftest import Checkpoints, SettingsFactory

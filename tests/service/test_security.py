@@ -27,7 +27,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from models.checkpoint import WEIGHTS
+from models.format import WEIGHTS
 from service.__main__ import main
 from service.api.middleware import RequestMiddleware
 from service.app import create_app

@@ -11,8 +11,10 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from models.architectures import LanguageModel, LanguageModelConfig
-from models.checkpoint import WEIGHTS, CheckpointConfig, save_checkpoint
+from models.architectures import LanguageModel
+from models.checkpoint import save_checkpoint
+from models.config import LanguageModelConfig
+from models.format import WEIGHTS, CheckpointConfig
 from models.tokenizers import CharTokenizer
 from service.app import create_app
 from service.registry import Registry

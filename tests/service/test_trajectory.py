@@ -11,8 +11,10 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from models.architectures import ClassifierConfig, SequenceClassifier
-from models.checkpoint import CheckpointConfig, save_checkpoint
+from models.architectures import SequenceClassifier
+from models.checkpoint import save_checkpoint
+from models.config import ClassifierConfig
+from models.format import CheckpointConfig
 from models.tokenizers import fit_word_tokenizer
 from service.inference import TRAJECTORY_POINTS, prefix_lengths
 from tests.service.conftest import REVIEWS, SENTIMENT_MAX_LENGTH, SettingsFactory

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from models.checkpoint import CONFIG, WEIGHTS, load_checkpoint, sha256_file
+from models.checkpoint import load_checkpoint
+from models.format import CONFIG, WEIGHTS, sha256_file
 from training.__main__ import calibrate, evaluate, main
 from training.sentiment import classification_metrics, fit_temperature
 

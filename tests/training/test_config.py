@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from models.architectures import ClassifierConfig
+from models.config import ClassifierConfig
 from training.__main__ import main
 from training.config import (
     CONFIG_DIR,

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from models.checkpoint import FILES, MANIFEST, load_checkpoint, sha256_file
+from models.checkpoint import load_checkpoint
+from models.format import FILES, MANIFEST, sha256_file
 from training.__main__ import main
 from training.loop import RESUME_FILE, Trainer
 

@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from models.architectures import LanguageModel, SequenceClassifier, count_parameters
-from models.checkpoint import FILES, MANIFEST, load_checkpoint, sha256_file
+from models.checkpoint import load_checkpoint
+from models.format import FILES, MANIFEST, sha256_file
 from training.__main__ import evaluate, main
 from training.config import config_as_dict, resolve_config, smoke_overrides
 from training.data import read_text

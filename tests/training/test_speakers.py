@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from models.architectures import LanguageModel, LanguageModelConfig
+from models.architectures import LanguageModel
+from models.config import LanguageModelConfig
 from models.tokenizers import CharTokenizer
 from training.speakers import name_dependence, speeches
 
