@@ -7,16 +7,23 @@ import logging
 import sys
 
 from service.engine_launch import start_engine_server
+from service.settings import Settings
 
 if __name__ == "__main__":
-    # first, so that the engines' fork server imports torch while this process imports the rest
-    start_engine_server()
+    # first, so that the engines' fork server imports torch and loads the weights while this
+    # process imports the rest (main() reports a bad setting)
+    try:
+        _settings = Settings()
+    except ValueError:
+        pass
+    else:
+        if _settings.engines != 0:  # 0: the engine is a thread of this process
+            start_engine_server(_settings.checkpoint_paths())
 
 import uvicorn
 
 from service.app import create_app
 from service.server import Server, protocol_for
-from service.settings import Settings
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 

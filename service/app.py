@@ -1,5 +1,6 @@
-"""The application factory: settings in, a FastAPI app out. Its lifespan reads every checkpoint
-and starts the engines in the background; readiness turns true once every model is warm."""
+"""The application factory: settings in, a FastAPI app out. Its lifespan reads every checkpoint's
+config and starts the engines in the background; readiness turns true once every model is warm.
+Nothing here imports torch: the engines do."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
 from fastapi import FastAPI
 
 from service.api import errors, generate, health, openai, playground, predict
@@ -23,9 +23,11 @@ from service.api.deps import ServiceState
 from service.api.fast import FastSentiment
 from service.api.middleware import RequestMiddleware
 from service.api.shedding import LoadShedding
-from service.engine import EngineClient, EngineSettings, EngineSpec
+from service.engine import EngineClient, EngineSettings, EngineSpec, ModelFiles
+from service.engine.protocol import DeviceReport
+from service.engine_launch import start_engine_server
 from service.metrics import Metrics
-from service.registry import Registry, StartupError, public_reason, resolve_device
+from service.registry import Registry, StartupError, public_reason
 from service.settings import Settings
 
 logger = logging.getLogger("lstm_serve")
@@ -34,12 +36,12 @@ DESCRIPTION = """Sentiment, next-word suggestions and text generation from recur
 RNN) models. Every error uses one envelope: `{"error", "error_type", "request_id", "details"}`."""
 
 
-def engine_count(settings: Settings, device: torch.device) -> int:
+def engine_count(settings: Settings, device: DeviceReport) -> int:
     """LSTM_SERVE_ENGINES resolved: one engine per GPU on CUDA, one per usable core on the CPU."""
     if settings.engines != "auto":
         return int(settings.engines)
-    if device.type == "cuda":
-        return 1 if device.index is not None else max(1, torch.cuda.device_count())
+    if device.device.startswith("cuda"):
+        return 1 if ":" in device.device else max(1, device.cuda_devices)
     return usable_cores()
 
 
@@ -57,20 +59,29 @@ def usable_cores() -> int:
 
 
 async def _load(state: ServiceState, on_fatal: Callable[[str], None] | None) -> None:
-    """Read the checkpoints, start the engines (each warms every model up), then turn ready."""
+    """Read the checkpoints' configs and resolve the device, start the engines (each loads and
+    warms every model up), then turn ready."""
     started = time.perf_counter()
     settings, registry = state.settings, state.registry
     try:
-        device = resolve_device(settings.device)
-        count = engine_count(settings, device)
-        checkpoints = await asyncio.to_thread(registry.load_all, count > 0 and device.type == "cpu")
-        if not checkpoints or (registry.failures and not settings.allow_partial):
+        in_process = settings.engines == 0
+        if not in_process:  # unless it runs: then engines read the files (service.engine.preload)
+            start_engine_server(settings.checkpoint_paths())
+        device, infos = await asyncio.gather(
+            state.engine.probe(settings.device, settings.dtype, in_process),
+            asyncio.to_thread(registry.load_all),
+        )
+        if device.error is not None:
+            raise StartupError(device.error)
+        registry.device = device.device
+        if not infos or (registry.failures and not settings.allow_partial):
             registry.finish({}, 0.0)  # raises StartupError
+        count = engine_count(settings, device)
         spec = EngineSpec(
             index=0,
-            checkpoints=checkpoints,
-            device=str(registry.device),
-            dtype=registry.dtype,
+            models={name: ModelFiles(str(info.path), info.version) for name, info in infos.items()},
+            device=device.device,
+            dtype=settings.dtype,
             threads=settings.torch_threads,
             max_batch_size=settings.max_batch_size,
             max_wait_s=settings.max_wait_ms / 1000,

@@ -19,41 +19,10 @@ from models.config import SamplingParams
 from models.decoding import apply_penalties, make_generator, sample_next
 from models.recurrent import State, concat_states, select_state
 from models.tokenizers import Tokenizer
+from service.engine.operations import Event, FinishEvent, TokenEvent, TokenLogprob
 from service.prefix_cache import PrefixCache, read_prefixes
 
 logger = logging.getLogger("lstm_serve.generation")
-
-
-@dataclass(frozen=True)
-class TokenLogprob:
-    """One generated token as text, its log-probability under the model, and the most likely
-    alternatives at its place (the model's own distribution, before temperature, filters and
-    penalties)."""
-
-    text: str
-    logprob: float
-    top: tuple[tuple[str, float], ...]
-
-
-@dataclass(frozen=True)
-class TokenEvent:
-    text: str
-    token_id: int
-    index: int
-    # asked for (`logprobs`): the tokens whose text this event releases, in order
-    logprobs: tuple[TokenLogprob, ...] = ()
-
-
-@dataclass(frozen=True)
-class FinishEvent:
-    text: str
-    tokens: int
-    finish_reason: str  # length | stop_sequence | time_limit | cancelled | error
-    error: str | None = None
-    logprobs: tuple[TokenLogprob, ...] = ()  # tokens no TokenEvent released (a stop cut them)
-
-
-Event = TokenEvent | FinishEvent
 
 
 @dataclass

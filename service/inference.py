@@ -12,6 +12,15 @@ import torch
 from models.architectures import LanguageModel, SequenceClassifier
 from models.checkpoint import Checkpoint
 from models.tokenizers import EOS, Tokenizer, WordTokenizer, is_word, truncate_ids
+from service.engine.operations import (
+    NextWordResult,
+    NextWordText,
+    SentimentQuery,
+    SentimentResult,
+    Suggestion,
+    TokenContribution,
+    TrajectoryPoint,
+)
 from service.prefix_cache import PrefixCache, read_prefixes
 
 # ---- sentiment ----
@@ -26,43 +35,6 @@ class Review:
     explain: bool
     trajectory: bool = False
     unknown: int = 0  # tokens outside the vocabulary
-
-
-@dataclass(frozen=True)
-class SentimentQuery:
-    """A text to classify, as the route validated it; tokenised by the engine that computes it
-    (tokenising an IMDB review cost about as much as the HTTP handling of its request, and the
-    engines are as many as the cores)."""
-
-    text: str
-    explain: bool = False
-    trajectory: bool = False
-
-
-@dataclass(frozen=True)
-class TokenContribution:
-    token: str
-    start: int
-    end: int
-    contribution: float
-
-
-@dataclass(frozen=True)
-class TrajectoryPoint:
-    tokens: int  # the prefix's length in tokens read
-    end: int  # character offset in the text where the prefix ends
-    probabilities: list[float]
-
-
-@dataclass(frozen=True)
-class SentimentResult:
-    probabilities: list[float]
-    truncated: bool
-    tokens: int
-    total_tokens: int
-    explanation: list[TokenContribution] | None
-    trajectory: list[TrajectoryPoint] | None = None
-    unknown_tokens: int = 0
 
 
 def encode_review(
@@ -234,38 +206,6 @@ class NextWordQuery:
     top_k: int
     truncated: bool = False  # the text had more words than max_tokens: only the last were kept
     unknown_prefix: str | None = None  # a partial word no vocabulary word starts with: read whole
-
-
-@dataclass(frozen=True)
-class NextWordText:
-    """A next-word request as the route validated it; read into the corpus's words by the engine
-    that computes it."""
-
-    text: str
-    top_k: int
-
-    def affinity(self) -> int | None:
-        """Texts that begin with the same three words go to the same engine (a user typing extends
-        their own text: that engine caches its prefix); a shorter text goes anywhere."""
-        words = self.text.split(None, 3)
-        return hash(tuple(words[:3])) if len(words) > 3 else None
-
-
-@dataclass(frozen=True)
-class Suggestion:
-    word: str
-    probability: float
-
-
-@dataclass(frozen=True)
-class NextWordResult:
-    suggestions: list[Suggestion]
-    completing: bool
-    prefix: str | None
-    context_tokens: int
-    unknown_words: int
-    truncated: bool = False
-    unknown_prefix: str | None = None
 
 
 def completion_ids(tokenizer: Tokenizer, prefix: str) -> list[int]:

@@ -1,5 +1,6 @@
-"""The model registry: reads every configured checkpoint (the engines warm them up and compute
-on them), and knows which model answers each task by default."""
+"""The model registry: reads what every configured checkpoint is (config, tokenizer, card; the
+engines load the weights, warm them up and compute on them), and knows which model answers each
+task by default."""
 
 from __future__ import annotations
 
@@ -9,13 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from models import devices
-from models.architectures import count_parameters
-from models.checkpoint import STORAGE_DTYPES, Checkpoint, load_checkpoint
-from models.format import CheckpointError
-from service.allocator import release_free_memory
+from models.format import CheckpointError, CheckpointInfo, read_info
 from service.errors import ModelNotFound, ModelUnavailable, NotReady
 from service.settings import Settings
 
@@ -24,27 +19,6 @@ logger = logging.getLogger("lstm_serve.registry")
 
 class StartupError(Exception):
     """The service cannot start as configured (bad device or dtype, a required model failed)."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """The configured device, or StartupError naming it and what this machine has."""
-    try:
-        return devices.resolve_device(name)
-    except devices.DeviceError as error:
-        raise StartupError(str(error)) from None
-
-
-def check_dtype(device: torch.device, dtype: str) -> torch.dtype:
-    """Half precision only where the device computes it natively."""
-    if dtype == "float32":
-        return torch.float32
-    if device.type != "cuda":
-        raise StartupError(f"dtype {dtype} needs a CUDA device; on {device} use float32")
-    if dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
-        raise StartupError(
-            f"dtype bfloat16 is not supported by {torch.cuda.get_device_name(device)}"
-        )
-    return STORAGE_DTYPES[dtype]
 
 
 _ABSOLUTE_PATH = re.compile(r"(?:/[^/\s'\"():,;]+){2,}")
@@ -68,9 +42,9 @@ def public_reason(error: Exception, path: Path) -> str:
 @dataclass
 class LoadedModel:
     """A checkpoint as the HTTP process holds it: its tokenizer, config and card for requests
-    and answers; the weights, in shared memory, are computed on by the engines."""
+    and answers; the engines hold the weights and compute on them."""
 
-    checkpoint: Checkpoint
+    checkpoint: CheckpointInfo
 
     @property
     def version(self) -> str:
@@ -84,43 +58,27 @@ class LoadedModel:
 @dataclass
 class Registry:
     settings: Settings
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    dtype: torch.dtype = torch.float32
+    device: str = "cpu"  # as the engines resolved the configured device
     models: dict[str, LoadedModel] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     ready: bool = False
     startup_error: str | None = None
     load_seconds: float = 0.0
 
-    def load_all(self, share: bool) -> dict[str, Checkpoint]:
-        """Read every configured checkpoint into this process (on the CPU, in float32; the
-        engines move them to their device). With `share`, the weights go to shared memory, so
-        engine processes map them instead of holding a copy each. Raises StartupError for a bad
-        device or dtype."""
-        self.device = resolve_device(self.settings.device)
-        self.dtype = check_dtype(self.device, self.settings.dtype)
-        checkpoints = {}
+    def load_all(self) -> dict[str, CheckpointInfo]:
+        """Read and verify every configured checkpoint but its weights' values (the engines load
+        those): the manifest, config, tokenizer and card."""
+        infos = {}
         for name, path in self.settings.checkpoint_paths().items():
             try:
-                checkpoint = load_checkpoint(path, name=name)
+                info = read_info(path, name=name)
             except Exception as error:
                 self._failed(name, path, error)
                 continue
-            if share:
-                checkpoint.model.share_memory()
-            self.models[name] = LoadedModel(checkpoint)
-            checkpoints[name] = checkpoint
-            logger.info(
-                "loaded %s (%s, %d parameters)",
-                name,
-                checkpoint.config.task,
-                count_parameters(checkpoint.model),
-            )
-        if share:
-            # the weights moved to shared memory: their first copies, and the stored half
-            # precision read on the way, are free now; give them back to the system
-            release_free_memory()
-        return checkpoints
+            self.models[name] = LoadedModel(info)
+            infos[name] = info
+            logger.info("read %s (%s, %s parameters)", name, info.config.task, info.parameters)
+        return infos
 
     def _failed(self, name: str, path: Path, error: Exception) -> None:
         self.failures[name] = public_reason(error, path)
@@ -132,14 +90,15 @@ class Registry:
             exc_info=not isinstance(error, CheckpointError),
         )
 
-    def finish(self, warm_up_failures: dict[str, str], seconds: float) -> None:
-        """After the engines warmed the models up: only a model that ran is given work. Raises
-        StartupError unless allow_partial."""
-        for name, reason in warm_up_failures.items():
-            self.models.pop(name, None)
+    def finish(self, engine_failures: dict[str, str], seconds: float) -> None:
+        """After the engines loaded the weights and warmed the models up: only a model that ran
+        is given work. Raises StartupError unless allow_partial."""
+        for name, reason in engine_failures.items():
+            loaded = self.models.pop(name, None)
             # the file and the problem, never a directory of this machine
             self.failures[name] = _ABSOLUTE_PATH.sub(lambda m: m.group().rsplit("/", 1)[1], reason)
-            logger.error("model %s failed its warm-up: %s", name, reason)
+            path = loaded.checkpoint.path if loaded is not None else "?"
+            logger.error("model %s failed to load from %s: %s", name, path, reason)
         if self.failures and not self.settings.allow_partial:
             detail = "; ".join(f"{n}: {r}" for n, r in self.failures.items())
             raise StartupError(f"checkpoints failed to load ({detail})")
@@ -188,14 +147,14 @@ class Registry:
                     "version": loaded.version,
                     "architecture": checkpoint.config.to_dict()["architecture"],
                     "cell": model_config.cell,
-                    "parameters": count_parameters(checkpoint.model),
+                    "parameters": checkpoint.parameters,
                     "vocab_size": model_config.vocab_size,
                     "max_length": checkpoint.config.max_length,
                     "labels": list(checkpoint.config.labels),
                     "metrics": checkpoint.card.get("metrics", {}).get("test", {}),
                     "dataset": checkpoint.card.get("dataset", {}).get("name"),
-                    "device": str(self.device),
-                    "dtype": str(self.dtype).removeprefix("torch."),
+                    "device": self.device,
+                    "dtype": self.settings.dtype,
                     "status": "ready",
                 }
             )

@@ -16,11 +16,11 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import inference
 from service.api.deps import ServiceState, key_digest
 from service.api.errors import service_error_response, unexpected_response
 from service.api.middleware import PARSED_BODY
 from service.api.predict import sentiment_answer
+from service.engine import operations
 from service.errors import ServiceError
 from service.registry import LoadedModel
 from service.schemas import MODEL_MAX_LENGTH, visible
@@ -62,7 +62,7 @@ class FastSentiment:
             response = unexpected_response(request_id)
         await response(scope, receive, send)
 
-    def _query(self, scope: Scope) -> tuple[str, LoadedModel, inference.SentimentQuery] | None:
+    def _query(self, scope: Scope) -> tuple[str, LoadedModel, operations.SentimentQuery] | None:
         """The model and the query, when the route would accept the request as it is; None
         sends it to the route."""
         if self._key is not None and not self._authorized(scope):
@@ -89,7 +89,7 @@ class FastSentiment:
             name, loaded = self.state.registry.get(model, "sentiment")
         except ServiceError:  # not ready, unknown model: the route says so in its own words
             return None
-        return name, loaded, inference.SentimentQuery(text, explain, trajectory)
+        return name, loaded, operations.SentimentQuery(text, explain, trajectory)
 
     def _authorized(self, scope: Scope) -> bool:
         """`Authorization: Bearer <key>` with the configured key (compared as digests, as the

@@ -16,8 +16,8 @@ from models.config import SamplingParams
 from service.api.deps import State, require_api_key
 from service.api.responses import ERRORS, check_length
 from service.engine import GENERATE, GenerationJob
+from service.engine.operations import Event, FinishEvent, TokenEvent
 from service.errors import DeadlineExceeded, InferenceFailed, InvalidInput, Overloaded
-from service.generation import Event, FinishEvent, TokenEvent
 from service.registry import LoadedModel
 from service.schemas import GenerateRequest, GenerateResponse
 

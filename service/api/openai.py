@@ -18,8 +18,8 @@ from service.api.deps import ServiceState, State, require_api_key
 from service.api.generate import BACKSTOP_S, _Run
 from service.api.openai_errors import OpenAIRoute, Unsupported
 from service.api.responses import ERRORS, check_length
+from service.engine.operations import FinishEvent, TokenEvent, TokenLogprob
 from service.errors import DeadlineExceeded, InferenceFailed, ModelNotFound, NotReady
-from service.generation import FinishEvent, TokenEvent, TokenLogprob
 from service.openai_schemas import (
     Completion,
     CompletionChoice,

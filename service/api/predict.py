@@ -8,10 +8,9 @@ from typing import TypeVar
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 
-from service import inference
 from service.api.deps import ServiceState, State, require_api_key
 from service.api.responses import ERRORS, check_length
-from service.engine import NEXT_WORD, SENTIMENT, BatchOperation
+from service.engine import NEXT_WORD, SENTIMENT, BatchOperation, operations
 from service.errors import InvalidInput, Overloaded
 from service.registry import LoadedModel
 from service.schemas import (
@@ -46,7 +45,7 @@ def _json(answer: BaseModel) -> Response:
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
-def _result(labels: tuple[str, ...], result: inference.SentimentResult) -> SentimentResult:
+def _result(labels: tuple[str, ...], result: operations.SentimentResult) -> SentimentResult:
     best = max(range(len(labels)), key=lambda i: result.probabilities[i])
     return SentimentResult(
         label=labels[best],
@@ -63,7 +62,7 @@ def _result(labels: tuple[str, ...], result: inference.SentimentResult) -> Senti
 
 
 def _trajectory(
-    labels: tuple[str, ...], points: list[inference.TrajectoryPoint] | None
+    labels: tuple[str, ...], points: list[operations.TrajectoryPoint] | None
 ) -> list[TrajectoryPoint] | None:
     if points is None:
         return None
@@ -80,7 +79,7 @@ def _trajectory(
 
 
 async def sentiment_answer(
-    state: ServiceState, name: str, loaded: LoadedModel, query: inference.SentimentQuery
+    state: ServiceState, name: str, loaded: LoadedModel, query: operations.SentimentQuery
 ) -> bytes:
     """The JSON answer to one text (the route's, and the fast path's in service.api.fast)."""
     result = await _run(state, SENTIMENT, name, query)
@@ -100,7 +99,7 @@ async def sentiment(body: SentimentRequest, state: State, request: Request) -> R
     check_length("text", body.text, state.settings.max_text_chars)
     name, loaded = state.registry.get(body.model, "sentiment")
     request.state.model = name
-    query = inference.SentimentQuery(body.text, body.explain, body.trajectory)
+    query = operations.SentimentQuery(body.text, body.explain, body.trajectory)
     content = await sentiment_answer(state, name, loaded, query)
     return Response(content, media_type="application/json")
 
@@ -115,7 +114,7 @@ async def sentiment_batch(body: SentimentBatchRequest, state: State, request: Re
         check_length(f"texts[{index}]", text, state.settings.max_text_chars)
     name, loaded = state.registry.get(body.model, "sentiment")
     request.state.model = name
-    reviews = [inference.SentimentQuery(t, body.explain) for t in body.texts]
+    reviews = [operations.SentimentQuery(t, body.explain) for t in body.texts]
     results = await asyncio.gather(*(_run(state, SENTIMENT, name, r) for r in reviews))
     return _json(
         SentimentBatchResponse(
@@ -132,7 +131,7 @@ async def next_word(body: NextWordRequest, state: State, request: Request) -> Re
     check_length("text", body.text, state.settings.max_text_chars)
     name, loaded = state.registry.get(body.model, "next-word")
     request.state.model = name
-    result = await _run(state, NEXT_WORD, name, inference.NextWordText(body.text, body.top_k))
+    result = await _run(state, NEXT_WORD, name, operations.NextWordText(body.text, body.top_k))
     return _json(
         NextWordResponse(
             suggestions=[s.__dict__ for s in result.suggestions],

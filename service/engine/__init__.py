@@ -2,14 +2,18 @@
 
 - `operations`: the table of operations (typed requests and results) that routes call.
 - `client`: `EngineClient`, the one way into the engines (routing, admission, restarts).
-- `worker`: an engine's loop (micro-batching, continuous batching of generations).
+- `worker`: an engine's loop (micro-batching, continuous batching of generations) and how it
+  computes each operation.
+- `preload`: checkpoints loaded once in the server the engines are forked from.
 - `protocol`: the messages between the two and their framing.
+
+Only `worker` and `preload` import torch, and only engines import them: the HTTP process works
+without torch (an engine on a thread of it, `LSTM_SERVE_ENGINES=0`, imports them when started).
 """
 
 from service.engine.client import EngineClient, EngineSettings, GenerationStream
 from service.engine.operations import GENERATE, NEXT_WORD, SENTIMENT, BatchOperation
-from service.engine.protocol import GenerationJob
-from service.engine.worker import EngineSpec
+from service.engine.protocol import EngineSpec, GenerationJob, ModelFiles
 
 __all__ = [
     "GENERATE",
@@ -21,4 +25,5 @@ __all__ = [
     "EngineSpec",
     "GenerationJob",
     "GenerationStream",
+    "ModelFiles",
 ]

@@ -25,12 +25,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar, cast
 
-import torch.multiprocessing  # noqa: F401  (its pickler sends tensors to engines as shared memory)
-
 from service.engine import protocol
-from service.engine.operations import GENERATE, BatchOperation
-from service.engine.worker import EngineSpec, Worker, engine_main, run_worker
-from service.engine_launch import engine_context
+from service.engine.operations import GENERATE, BatchOperation, Event, FinishEvent, TokenEvent
+from service.engine.protocol import EngineSpec
+from service.engine_launch import engine_context, probe_device, run_engine
 from service.errors import (
     DeadlineExceeded,
     EngineFailed,
@@ -38,7 +36,6 @@ from service.errors import (
     Overloaded,
     ServiceError,
 )
-from service.generation import Event, FinishEvent, TokenEvent
 
 logger = logging.getLogger("lstm_serve.engine")
 
@@ -96,7 +93,7 @@ class _Engine:
     spec: EngineSpec
     writer: asyncio.StreamWriter | None = None
     process: Any = None  # an engine process (forked from the fork server), or an in-process thread
-    local: Worker | None = None  # the in-process engine itself (LSTM_SERVE_ENGINES=0)
+    local: Any = None  # the in-process engine itself, a Worker (LSTM_SERVE_ENGINES=0)
     reader: asyncio.Task[None] | None = None
     ready: asyncio.Future[protocol.Ready] | None = None
     alive: bool = False
@@ -152,9 +149,22 @@ class EngineClient:
             failures.update(ready.failures)
         return failures
 
+    async def probe(self, device: str, dtype: str, in_process: bool) -> protocol.DeviceReport:
+        """What the configured device resolves to, and whether the dtype runs there, asked where
+        torch is imported: a short-lived process of the engines' context, or this process when
+        its engine will run on a thread of it."""
+        if in_process:
+            from service.engine.worker import probe_device as probe_here
+
+            return probe_here(device, dtype)
+        report: protocol.DeviceReport = await asyncio.to_thread(probe_device, device, dtype)
+        return report
+
     async def _launch(self, engine: _Engine) -> protocol.Ready:
         ours, theirs = socket.socketpair()
         if self._in_process:
+            from service.engine.worker import Worker, run_worker  # torch, in this process
+
             engine.local = Worker(theirs, engine.spec)
             engine.process = threading.Thread(
                 target=run_worker, args=(engine.local,), name="engine", daemon=True
@@ -163,7 +173,7 @@ class EngineClient:
         else:
             context: Any = engine_context()
             engine.process = context.Process(
-                target=engine_main,
+                target=run_engine,
                 args=(theirs, engine.spec),
                 name=f"lstm-serve-engine-{engine.index}",
                 daemon=True,
@@ -179,6 +189,13 @@ class EngineClient:
             message = f"engine {engine.index} did not start in {START_TIMEOUT_S:g} s"
             raise RuntimeError(message) from None
         engine.pid, engine.alive = ready.pid, True
+        if ready.shared:
+            logger.info(
+                "engine %d (pid %d): %s shared from the fork server",
+                engine.index,
+                ready.pid,
+                ", ".join(ready.shared),
+            )
         return ready
 
     async def stop(self, timeout: float = 10.0) -> None:
@@ -357,7 +374,7 @@ class EngineClient:
             "answered": [e.answered for e in self.engines],
         }
 
-    def local_worker(self) -> Worker:
+    def local_worker(self) -> Any:
         """The engine running on a thread of this process (LSTM_SERVE_ENGINES=0), to inspect."""
         (engine,) = self.engines
         assert engine.local is not None, "engines run in their own processes"

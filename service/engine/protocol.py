@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from models.config import SamplingParams
-from service.generation import Event
+from service.engine.operations import Event
 
 HEADER = struct.Struct(">I")
 
@@ -41,6 +41,45 @@ class FrameReader:
             del self._buffer[: HEADER.size + size]
             messages.extend(pickle.loads(body))
         return messages
+
+
+# ---- what an engine starts with ----
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFiles:
+    """A checkpoint an engine serves: its directory, and the version of its weights the HTTP
+    process verified (an engine never computes on other weights than the ones it describes)."""
+
+    path: str
+    version: str
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything an engine needs to start, pickled into its process: where the checkpoints are
+    (the engine loads them, or finds them already loaded by the server it forked from), the
+    resolved device, and the batching limits."""
+
+    index: int
+    models: dict[str, ModelFiles]
+    device: str  # resolved: cpu, cuda or cuda:N (DeviceReport.device)
+    dtype: str  # float32, float16 or bfloat16
+    threads: int
+    max_batch_size: int
+    max_wait_s: float
+    max_active_generations: int
+    cache_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceReport:
+    """What a process that imported torch found: the device `device` resolves to, the CUDA devices
+    there are, and why the device or dtype cannot be used (None: they can)."""
+
+    device: str
+    cuda_devices: int
+    error: str | None = None
 
 
 # ---- HTTP process -> engine ----
@@ -98,6 +137,7 @@ class Control:
 class Ready:
     pid: int
     failures: dict[str, str]  # model -> why its warm-up failed
+    shared: tuple[str, ...] = ()  # models found loaded in the fork server (service.engine.preload)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,39 +19,104 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
+from models import devices
 from models.architectures import LanguageModel
-from models.checkpoint import Checkpoint
+from models.checkpoint import STORAGE_DTYPES, Checkpoint, load_checkpoint
 from models.config import SamplingParams
+from models.format import WEIGHTS, CheckpointError
 from service import inference
 from service.allocator import release_free_memory
-from service.engine import protocol
-from service.engine.operations import BATCH_OPERATIONS, NEXT_WORD, SENTIMENT, Served
+from service.engine import preload, protocol
+from service.engine.operations import (
+    BATCH_OPERATIONS,
+    NEXT_WORD,
+    SENTIMENT,
+    Event,
+    FinishEvent,
+    NextWordResult,
+    NextWordText,
+    SentimentQuery,
+    SentimentResult,
+)
+from service.engine.protocol import EngineSpec
 from service.errors import ServiceError
-from service.generation import Event, FinishEvent, GenerationRequest, GenerationScheduler
+from service.generation import GenerationRequest, GenerationScheduler
 from service.prefix_cache import PrefixCache
 
 logger = logging.getLogger("lstm_serve.engine")
 
 
-@dataclass(frozen=True)
-class EngineSpec:
-    """Everything an engine needs to start; pickled into a new process, where the models'
-    weights arrive as shared memory (torch's multiprocessing pickler), not as copies."""
+@dataclass
+class Served:
+    """A model as an engine holds it: its own prefix cache and generation scheduler."""
 
-    index: int
-    checkpoints: dict[str, Checkpoint]
-    device: str
-    dtype: torch.dtype
-    threads: int
-    max_batch_size: int
-    max_wait_s: float
-    max_active_generations: int
-    cache_bytes: int
+    checkpoint: Checkpoint
+    cache: PrefixCache | None = None
+    scheduler: GenerationScheduler | None = None
+
+
+def _classify(served: Served, queries: Sequence[SentimentQuery]) -> list[SentimentResult]:
+    return inference.classify_texts(served.checkpoint, queries)
+
+
+def _next_words(served: Served, texts: Sequence[NextWordText]) -> list[NextWordResult]:
+    return inference.next_words_of_texts(served.checkpoint, texts, served.cache)
+
+
+# how an engine computes a batch of each operation of the table (service.engine.operations)
+COMPUTE: dict[str, Callable[[Served, Sequence[Any]], list[Any]]] = {
+    SENTIMENT.name: _classify,
+    NEXT_WORD.name: _next_words,
+}
+assert COMPUTE.keys() == BATCH_OPERATIONS.keys(), "every batched operation is computed here"
+
+
+def probe_device(device: str, dtype: str) -> protocol.DeviceReport:
+    """Resolve the configured device and check the dtype, where torch is imported (an engine's
+    process; the HTTP process asks one before it starts the engines)."""
+    try:
+        resolved = devices.resolve_device(device)
+    except devices.DeviceError as error:
+        return protocol.DeviceReport(device, 0, str(error))
+    count = torch.cuda.device_count() if resolved.type == "cuda" else 0
+    report = protocol.DeviceReport(str(resolved), count)
+    if dtype == "float32":
+        return report
+    if resolved.type != "cuda":
+        return replace(
+            report, error=f"dtype {dtype} needs a CUDA device; on {resolved} use float32"
+        )
+    if dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+        name = torch.cuda.get_device_name(resolved)
+        return replace(report, error=f"dtype bfloat16 is not supported by {name}")
+    return report
+
+
+def checkpoint_for(name: str, files: protocol.ModelFiles) -> tuple[Checkpoint, bool]:
+    """The checkpoint, and whether it is shared: from the server this engine was forked from when
+    it loaded these exact weights (shared with every engine, copy-on-write), else read from its
+    files."""
+    loaded = preload.take(files.path, files.version)
+    if loaded is not None:
+        return replace(loaded, name=name), True
+    checkpoint = load_checkpoint(files.path, name=name)
+    if checkpoint.version != files.version:  # replaced on disk since the HTTP process read it
+        raise CheckpointError(
+            f"{WEIGHTS}: changed while the service started (version {checkpoint.version}, "
+            f"expected {files.version})"
+        )
+    return checkpoint, False
+
+
+def failure_reason(error: Exception) -> str:
+    """Why a model failed in an engine, as the HTTP process reports it."""
+    return str(error) if isinstance(error, CheckpointError) else repr(error)[:500]
 
 
 @dataclass
@@ -95,13 +160,16 @@ class Worker:
 
     # ---- start ----
 
-    def _load(self) -> dict[str, str]:
-        failures = {}
-        device = torch.device(self.spec.device)
-        for name, checkpoint in self.spec.checkpoints.items():
+    def _load(self) -> protocol.Ready:
+        """Load and warm up every model: the Ready message, with what failed and what is shared."""
+        failures: dict[str, str] = {}
+        shared: list[str] = []
+        device, dtype = torch.device(self.spec.device), STORAGE_DTYPES[self.spec.dtype]
+        for name, files in self.spec.models.items():
             try:
-                if device.type != "cpu" or self.spec.dtype != torch.float32:
-                    checkpoint.model.to(device=device, dtype=self.spec.dtype)
+                checkpoint, preloaded = checkpoint_for(name, files)
+                if device.type != "cpu" or dtype != torch.float32:
+                    checkpoint.model.to(device=device, dtype=dtype)
                 served = Served(checkpoint)
                 if isinstance(checkpoint.model, LanguageModel):
                     bytes_ = self.spec.cache_bytes
@@ -114,19 +182,29 @@ class Worker:
                     )
                 warm_up(served)
             except Exception as error:  # reported to the HTTP process, which decides
-                logger.exception("engine %d: model %s failed its warm-up", self.spec.index, name)
-                failures[name] = repr(error)[:500]
+                # a checkpoint that cannot be read is said in one line; a model that cannot run
+                # is a bug, with its traceback
+                failures[name] = failure_reason(error)
+                logger.error(
+                    "engine %d: model %s failed to load: %s",
+                    self.spec.index,
+                    name,
+                    failures[name],
+                    exc_info=not isinstance(error, CheckpointError),
+                )
                 continue
             self.served[name] = served
+            if preloaded:
+                shared.append(name)
             for operation in BATCH_OPERATIONS:
                 self.queues[(name, operation)] = deque()
         release_free_memory()  # what the warm-ups allocated and freed
-        return failures
+        return protocol.Ready(os.getpid(), failures, tuple(shared))
 
     # ---- the loop ----
 
     def run(self) -> None:
-        self.outbox.append(protocol.Ready(os.getpid(), self._load()))
+        self.outbox.append(self._load())
         self._flush()
         while not self.stopping:
             if not self._receive(self._wait_time()):
@@ -223,7 +301,7 @@ class Worker:
                 live.append(request)
         if not live:
             return
-        compute = BATCH_OPERATIONS[operation].compute
+        compute = COMPUTE[operation]
         served = self.served[model]
         started = time.monotonic()
         try:
@@ -247,7 +325,7 @@ class Worker:
 
     def _retry_alone(self, served: Served, operation: str, failed: list[_Queued]) -> None:
         """After a failed batch, compute each request alone: only the one that breaks fails."""
-        compute = BATCH_OPERATIONS[operation].compute
+        compute = COMPUTE[operation]
         for request in failed:
             try:
                 (result,) = compute(served, [request.item])
@@ -347,7 +425,7 @@ def warm_up(served: Served) -> None:
     and a model that loads but cannot run is found before it is given work."""
     checkpoint = served.checkpoint
     if checkpoint.config.task == "sentiment":
-        SENTIMENT.compute(served, [inference.SentimentQuery("warm up", explain=True)])
+        _classify(served, [SentimentQuery("warm up", explain=True)])
         return
     if served.scheduler is None:
         return

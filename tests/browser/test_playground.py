@@ -237,9 +237,9 @@ def test_the_loading_state_is_shown_until_the_models_are_ready(
         registry = app.state.service.registry
         load_all = registry.load_all
 
-        def gated_load_all(share: bool) -> Any:
+        def gated_load_all() -> Any:
             release.wait(20)
-            return load_all(share)
+            return load_all()
 
         registry.load_all = gated_load_all
 

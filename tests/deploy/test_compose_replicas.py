@@ -36,9 +36,8 @@ def directives(section: str) -> list[str]:
     return lines
 
 
-def test_replicas_share_memory_and_publish_nothing(services: dict[str, Any]) -> None:
+def test_replicas_publish_nothing(services: dict[str, Any]) -> None:
     api = services["api"]
-    assert api["shm_size"] == "512m"
     assert "ports" not in api
     assert api["deploy"]["replicas"] == "${LSTM_SERVE_REPLICAS:-2}"
     assert api["read_only"] is True

@@ -165,13 +165,12 @@ def test_grace_period_outlasts_the_drain(cpu: list[dict[str, Any]]) -> None:
     assert pod["terminationGracePeriodSeconds"] > pause + DRAIN_SECONDS
 
 
-def test_shared_memory_is_a_memory_backed_volume(cpu: list[dict[str, Any]]) -> None:
+def test_tmp_is_a_bounded_volume_on_a_read_only_root(cpu: list[dict[str, Any]]) -> None:
     pod = find(cpu, "Deployment")["spec"]["template"]["spec"]
     mounts = {m["mountPath"]: m["name"] for m in container(cpu)["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
-    shm = volumes[mounts["/dev/shm"]]["emptyDir"]
-    assert shm == {"medium": "Memory", "sizeLimit": "512Mi"}
-    assert "/tmp" in mounts  # the root filesystem is read-only
+    assert container(cpu)["securityContext"]["readOnlyRootFilesystem"] is True
+    assert volumes[mounts["/tmp"]]["emptyDir"] == {"sizeLimit": "64Mi"}
 
 
 def test_resources_and_api_key(cpu: list[dict[str, Any]]) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from models.architectures import LanguageModel
+from models.architectures import LanguageModel, count_parameters
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.config import LanguageModelConfig
 from models.format import (
@@ -21,6 +23,7 @@ from models.format import (
     MissingFileError,
     UnsupportedFormatError,
     VocabMismatchError,
+    read_info,
     sha256_file,
 )
 from models.tokenizers import CharTokenizer
@@ -145,3 +148,29 @@ def test_an_absurd_size_in_config_json_is_named(tmp_path: Path, value: object) -
     _rewrite(path, CONFIG, json.dumps(data))
     with pytest.raises(InvalidConfigError, match=r"config.json: model.hidden_dim is .*16,384"):
         load_checkpoint(path)
+
+
+def test_what_a_checkpoint_is_reads_without_torch(char_lm_dir: Path, classifier_dir: Path) -> None:
+    """models.format reads config, tokenizer, card, version and the parameter count (from the
+    safetensors header) in a process that never imports torch; the count is the model's own,
+    tied weights once."""
+    script = (
+        "import sys; from models.format import read_info; "
+        "print([read_info(p).parameters for p in sys.argv[1:]]); "
+        "assert 'torch' not in sys.modules"
+    )
+    root = Path(__file__).resolve().parents[2]
+    paths = [str(char_lm_dir), str(classifier_dir)]
+    out = subprocess.run(
+        [sys.executable, "-c", script, *paths], cwd=root, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    loaded = [load_checkpoint(p) for p in paths]
+    assert out.stdout.strip() == str([count_parameters(c.model) for c in loaded])
+    for path, checkpoint in zip(paths, loaded, strict=True):
+        info = read_info(path)
+        assert (info.version, info.config, info.card) == (
+            checkpoint.version,
+            checkpoint.config,
+            checkpoint.card,
+        )

@@ -8,14 +8,8 @@ import torch
 from models.architectures import LanguageModel
 from models.config import LanguageModelConfig, SamplingParams
 from models.tokenizers import CharTokenizer
-from service.generation import (
-    Event,
-    FinishEvent,
-    GenerationRequest,
-    GenerationScheduler,
-    StopScanner,
-    TokenEvent,
-)
+from service.engine.operations import Event, FinishEvent, TokenEvent
+from service.generation import GenerationRequest, GenerationScheduler, StopScanner
 from service.inference import NextWordQuery, length_groups, next_word_distributions
 from service.prefix_cache import PrefixCache, read_prefixes
 

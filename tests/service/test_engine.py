@@ -6,18 +6,19 @@ tests/service/test_engines.py runs engine processes.)"""
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 from service import inference
 from service.app import create_app, engine_count, usable_cores
-from service.engine import SENTIMENT, BatchOperation
+from service.engine import SENTIMENT
 from service.engine.client import _device
-from service.engine.operations import BATCH_OPERATIONS, Served
+from service.engine.operations import SentimentQuery, SentimentResult
+from service.engine.protocol import DeviceReport
+from service.engine.worker import COMPUTE, Served
 from tests.service.conftest import SettingsFactory
 from tests.service.support import (
     assert_error,
@@ -31,17 +32,15 @@ from tests.service.support import (
 
 def _breaks_on(
     word: str,
-) -> BatchOperation[inference.SentimentQuery, inference.SentimentResult]:
-    """The sentiment operation with a bug: any batch holding `word` raises."""
+) -> Callable[[Served, Sequence[SentimentQuery]], list[SentimentResult]]:
+    """The sentiment operation's compute with a bug: any batch holding `word` raises."""
 
-    def compute(
-        served: Served, queries: Sequence[inference.SentimentQuery]
-    ) -> list[inference.SentimentResult]:
+    def compute(served: Served, queries: Sequence[SentimentQuery]) -> list[SentimentResult]:
         if any(word in query.text for query in queries):
             raise RuntimeError("a bug in the model code")
         return inference.classify_texts(served.checkpoint, queries)
 
-    return BatchOperation(SENTIMENT.name, compute, SENTIMENT.affinity)
+    return compute
 
 
 def _batch_sizes(client: TestClient) -> tuple[float, float]:
@@ -58,7 +57,7 @@ def test_a_model_error_is_a_500_with_a_request_id_and_the_next_request_succeeds(
     with serve(make_settings()) as client:
         good = client.post("/sentiment", json={"text": "a great film"})
         assert good.status_code == 200
-        monkeypatch.setitem(BATCH_OPERATIONS, SENTIMENT.name, _breaks_on("boring"))  # type: ignore[arg-type]
+        monkeypatch.setitem(COMPUTE, SENTIMENT.name, _breaks_on("boring"))
         failed = client.post(
             "/sentiment", json={"text": "a boring film"}, headers={"x-request-id": "bug-1"}
         )
@@ -76,7 +75,7 @@ def test_a_failing_batch_fails_only_the_request_that_breaks_it(
 ) -> None:
     """The batch is computed again one request at a time: only the one that breaks fails."""
     with serve(make_settings()) as client:
-        monkeypatch.setitem(BATCH_OPERATIONS, SENTIMENT.name, _breaks_on("boring"))  # type: ignore[arg-type]
+        monkeypatch.setitem(COMPUTE, SENTIMENT.name, _breaks_on("boring"))
         state = state_of(client)
         texts = ["a great film", "a boring film", "a superb cast"]
         with ThreadPoolExecutor(3) as pool, engine_blocked(state.engine):
@@ -144,10 +143,11 @@ def test_an_unexpected_error_is_a_500_envelope_with_the_request_id(
 def test_engine_count_follows_the_setting_the_cores_or_the_gpus(
     make_settings: SettingsFactory,
 ) -> None:
-    cpu = torch.device("cpu")
+    cpu = DeviceReport("cpu", 0)
     assert engine_count(make_settings(engines=3), cpu) == 3
     assert engine_count(make_settings(engines=0), cpu) == 0
     assert engine_count(make_settings(engines="auto"), cpu) == usable_cores() >= 1
-    assert engine_count(make_settings(engines="auto"), torch.device("cuda:1")) == 1
+    assert engine_count(make_settings(engines="auto"), DeviceReport("cuda:1", 4)) == 1
+    assert engine_count(make_settings(engines="auto"), DeviceReport("cuda", 4)) == 4
     assert [_device("cuda", i, 2) for i in range(2)] == ["cuda:0", "cuda:1"]
     assert _device("cuda:1", 0, 1) == "cuda:1" and _device("cpu", 1, 2) == "cpu"

@@ -1,7 +1,7 @@
-"""Engine processes: two engines share the work, the weights are mapped from shared memory (not a
-copy each), next-word typing stays on the engine that caches its prefix, and an engine killed
-with SIGKILL is noticed at once: what it held is computed by the other, it is restarted, and
-readiness says `degraded` meanwhile."""
+"""Engine processes: two engines share the work, the weights are loaded once in the fork server
+(not a copy each) and the HTTP process never imports torch, next-word typing stays on the engine
+that caches its prefix, and an engine killed with SIGKILL is noticed at once: what it held is
+computed by the other, it is restarted, and readiness says `degraded` meanwhile."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import os
 import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.service.conftest import SettingsFactory
-from tests.service.support import engine_blocked, serve, state_of, wait_until
+from tests.service.conftest import Checkpoints, SettingsFactory
+from tests.service.support import engine_blocked, serve, service_process, state_of, wait_until
 
 # the fork server imports torch once: seconds on a quiet machine, much longer on a busy one
 START_S = 120.0
@@ -32,18 +34,43 @@ def _answered(client: TestClient) -> list[int]:
     return list(state_of(client).engine.status()["answered"])
 
 
-def test_two_engine_processes_start_and_share_the_weights(two_engines: TestClient) -> None:
+def test_two_engine_processes_start(two_engines: TestClient) -> None:
     status = state_of(two_engines).engine.status()
     pids = status["pids"]
     assert status["engines"] == status["alive"] == 2
     assert len(set(pids)) == 2 and os.getpid() not in pids
-    for pid in pids:  # the weights are mapped from this process's shared memory segments
-        with open(f"/proc/{pid}/maps") as maps:
-            shared = [line for line in maps if f"/dev/shm/torch_{os.getpid()}_" in line]
-        assert shared, f"engine {pid} maps no shared weights"
     ready = two_engines.get("/health/ready").json()
     assert ready["status"] == "ok"
     assert ready["engines"]["alive"] == 2
+
+
+def _ready(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/health/ready", timeout=20).status_code == 200
+    except httpx.TransportError:  # not listening yet
+        return False
+
+
+@pytest.mark.skipif(
+    "forkserver" not in multiprocessing.get_all_start_methods(), reason="no fork server here"
+)
+def test_the_service_loads_the_weights_once_and_its_http_process_never_imports_torch(
+    checkpoints: Checkpoints, tmp_path: Path
+) -> None:
+    """`python -m service`: the fork server loads every checkpoint before it forks an engine, so
+    each engine finds the weights in memory, shared, and the HTTP process only reads configs."""
+    log = tmp_path / "service.log"
+    env = {"LSTM_SERVE_ENGINES": "2", "LSTM_SERVE_LOG_LEVEL": "info"}
+    with service_process(checkpoints.root, log, **env) as (process, port):
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _ready(base), START_S, "ready")
+        answer = httpx.post(f"{base}/sentiment", json={"text": "a great film"}, timeout=20)
+        assert answer.status_code == 200
+        maps = Path(f"/proc/{process.pid}/maps").read_text()
+    assert "libtorch" not in maps and "libc10" not in maps
+    shared = [line for line in log.read_text().splitlines() if "from the fork server" in line]
+    assert len(shared) == 2, log.read_text()  # one line per engine, each naming every model
+    assert all(all(f"{name}" in line for name in checkpoints.cards) for line in shared), shared
 
 
 def _parent(pid: int) -> int:

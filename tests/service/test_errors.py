@@ -229,9 +229,9 @@ def test_not_ready_until_models_are_loaded(make_settings: SettingsFactory) -> No
     registry = app.state.service.registry
     load_all, release = registry.load_all, threading.Event()
 
-    def gated_load_all(share: bool) -> Any:
+    def gated_load_all() -> Any:
         assert release.wait(30), "the test never released loading"
-        return load_all(share)
+        return load_all()
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(registry, "load_all", gated_load_all)

@@ -31,8 +31,8 @@ from models.format import WEIGHTS
 from service.__main__ import main
 from service.api.middleware import RequestMiddleware
 from service.app import create_app
-from service.engine import SENTIMENT, BatchOperation
-from service.engine.operations import BATCH_OPERATIONS
+from service.engine import SENTIMENT
+from service.engine.worker import COMPUTE
 from service.server import MAX_HEAD_BYTES, BoundedHeadProtocol
 from tests.service.conftest import Checkpoints, SettingsFactory
 from tests.service.support import (
@@ -382,11 +382,7 @@ def test_error_bodies_never_show_a_traceback_or_a_path(
         def model_bug(served: Any, items: Any) -> Any:
             raise OSError(2, "No such file or directory", str(checkpoints.root / WEIGHTS))
 
-        monkeypatch.setitem(
-            BATCH_OPERATIONS,
-            SENTIMENT.name,
-            BatchOperation(SENTIMENT.name, model_bug, SENTIMENT.affinity),  # type: ignore[arg-type]
-        )
+        monkeypatch.setitem(COMPUTE, SENTIMENT.name, model_bug)
         answers = [
             client.get("/leaky"),
             client.post("/sentiment", json={"text": "a film"}),

@@ -162,7 +162,7 @@ def test_an_unexpected_startup_error_is_told_to_clients_without_its_path(
     """An error outside any one checkpoint (not a StartupError) fails startup; what clients read
     names the file and the problem, never the directory or a traceback; the log has both."""
 
-    def load_all(self: Registry, share: bool) -> None:
+    def load_all(self: Registry) -> None:
         raise error
 
     monkeypatch.setattr(Registry, "load_all", load_all)

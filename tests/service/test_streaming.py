@@ -12,14 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.engine.operations import Event, FinishEvent, TokenEvent
 from service.engine.worker import Worker
-from service.generation import (
-    Event,
-    FinishEvent,
-    GenerationRequest,
-    GenerationScheduler,
-    TokenEvent,
-)
+from service.generation import GenerationRequest, GenerationScheduler
 from tests.service.conftest import SettingsFactory
 from tests.service.support import (
     assert_error,
