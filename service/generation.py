@@ -158,9 +158,15 @@ class GenerationScheduler:
             request.emit(FinishEvent("", 0, "error", type(error).__name__))
             return None
 
-    @torch.inference_mode()
     def step(self) -> None:
         """Sample one token for every active sequence, then advance them all in one cell step."""
+        self.sample()
+        self.forward()
+
+    @torch.inference_mode()
+    def sample(self) -> None:
+        """Sample and emit one token for every active sequence (from the logits of its last
+        step); the finished ones leave. An engine sends the tokens before it calls `forward`."""
         running: list[_Sequence] = []
         for sequence in self._active:
             if sequence.request.cancelled.is_set():
@@ -171,6 +177,11 @@ class GenerationScheduler:
             if self._advance(sequence):
                 running.append(sequence)
         self._active = running
+
+    @torch.inference_mode()
+    def forward(self) -> None:
+        """Advance every active sequence by the token it sampled, in one cell step."""
+        running = self._active
         if not running:
             return
         tokens = torch.tensor([[s.last_token] for s in running], device=self.device)  # (B, 1)

@@ -214,6 +214,7 @@ class Worker:
             key, batch = self._take_batch()
             if batch:
                 self._run_batch(key, batch)
+                self._flush()  # its answers go out now, not after the generations' step
             for name, served in self.served.items():
                 if served.scheduler is not None:
                     self._step(name, served.scheduler)
@@ -388,7 +389,9 @@ class Worker:
             admitted = scheduler.waiting()
             scheduler.admit()
             if scheduler.active():
-                scheduler.step()
+                scheduler.sample()
+                self._flush()  # the tokens go out now, not after the next cell step
+                scheduler.forward()
         except Exception:  # the scheduler fails its own sequences; the engine keeps running
             logger.exception("generation step failed")
             return

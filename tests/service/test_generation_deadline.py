@@ -16,13 +16,13 @@ def _slow_steps(client: object, patch: pytest.MonkeyPatch) -> None:
     """Each generation step takes 20 ms more: a slow machine, whatever this one's speed."""
     scheduler = state_of(client).engine.local_worker().served["generate"].scheduler  # type: ignore[arg-type]
     assert scheduler is not None
-    step = scheduler.step
+    forward = scheduler.forward
 
-    def slow_step() -> None:
+    def slow_forward() -> None:
         time.sleep(0.02)
-        step()
+        forward()
 
-    patch.setattr(scheduler, "step", slow_step)
+    patch.setattr(scheduler, "forward", slow_forward)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])

@@ -109,10 +109,12 @@ class Spy:
     requests: list[GenerationRequest] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     paused: threading.Event = field(default_factory=threading.Event)
+    skip_forward: bool = False  # the turn that paused samples nothing, so it advances nothing
 
 
 def _spy_on(worker: Worker, scheduler: GenerationScheduler, patch: pytest.MonkeyPatch) -> Spy:
-    spy, submit, step = Spy(pause_after=1), scheduler.submit, scheduler.step
+    spy, submit = Spy(pause_after=1), scheduler.submit
+    sample, forward = scheduler.sample, scheduler.forward
 
     def recording_submit(request: GenerationRequest) -> None:
         emit = request.emit
@@ -125,16 +127,24 @@ def _spy_on(worker: Worker, scheduler: GenerationScheduler, patch: pytest.Monkey
         spy.requests.append(request)
         submit(request)
 
-    def pausing_step() -> None:
+    def pausing_sample() -> None:
         tokens = sum(1 for e in spy.events if isinstance(e, TokenEvent))
         if tokens > spy.pause_after and not spy.paused.is_set():
             worker.held = True  # as a "hold" message would: the next turn computes nothing
             spy.paused.set()
+            spy.skip_forward = True
             return
-        step()
+        sample()
+
+    def pausing_forward() -> None:
+        if spy.skip_forward:
+            spy.skip_forward = False
+            return
+        forward()
 
     patch.setattr(scheduler, "submit", recording_submit)
-    patch.setattr(scheduler, "step", pausing_step)
+    patch.setattr(scheduler, "sample", pausing_sample)
+    patch.setattr(scheduler, "forward", pausing_forward)
     return spy
 
 
@@ -173,3 +183,29 @@ def test_a_client_that_disconnects_stops_its_generation(make_settings: SettingsF
         # the service goes on serving
         answer = http.post("/generate", json={"prompt": "to", "max_new_tokens": 3})
         assert answer.status_code == 200
+
+
+def test_each_token_is_sent_before_the_next_cell_step(make_settings: SettingsFactory) -> None:
+    """A sampled token leaves the engine before the step that reads it: with that step held,
+    the client already has the token (time to first token is the prompt's read, not one more
+    step of every running sequence)."""
+    app = create_app(make_settings())
+    state = app.state.service
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=3) as http:
+        wait_ready(http)
+        scheduler = state.engine.local_worker().served["generate"].scheduler
+        release, forward = threading.Event(), scheduler.forward
+
+        def held_forward() -> None:
+            release.wait(10)
+            forward()
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(scheduler, "forward", held_forward)
+            try:
+                body = {"prompt": "to be", "max_new_tokens": 3, "seed": 1}
+                with http.stream("POST", "/generate/stream", json=body) as response:
+                    events = (line for line in response.iter_lines() if line.startswith("event:"))
+                    assert next(events) == "event: token"  # read within 3 s, the step held
+            finally:
+                release.set()
