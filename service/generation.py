@@ -100,6 +100,7 @@ class GenerationScheduler:
         self._incoming: deque[GenerationRequest] = deque()
         self._lock = threading.Lock()
         self._active: list[_Sequence] = []
+        self._joined = 0  # sequences admitted since the last sample, first in _active
         # never sample the unknown or padding token: they have no text to show
         banned = {tokenizer.unk_id, tokenizer.pad_id} - {None}
         self._banned = torch.tensor(sorted(banned), dtype=torch.long, device=self.device)
@@ -149,6 +150,7 @@ class GenerationScheduler:
         # running sequences' next ones (the loop over 31 of them took longer than a lone stream's
         # whole time to first token); each sequence has its own generator, so order changes no text
         self._active = joining + self._active
+        self._joined += len(joining)
 
     def _read_alone(self, request: GenerationRequest) -> tuple[torch.Tensor, State] | None:
         try:
@@ -164,11 +166,16 @@ class GenerationScheduler:
         self.forward()
 
     @torch.inference_mode()
-    def sample(self) -> None:
+    def sample(self, joined_sent: Callable[[], None] | None = None) -> None:
         """Sample and emit one token for every active sequence (from the logits of its last
-        step); the finished ones leave. An engine sends the tokens before it calls `forward`."""
+        step); the finished ones leave. An engine sends the tokens before it calls `forward`,
+        and the first tokens of the sequences that just joined before the others are sampled
+        (`joined_sent`, called once they are emitted)."""
         running: list[_Sequence] = []
-        for sequence in self._active:
+        joined, self._joined = self._joined, 0
+        for index, sequence in enumerate(self._active):
+            if index == joined and joined and joined_sent is not None:
+                joined_sent()
             if sequence.request.cancelled.is_set():
                 sequence.request.emit(
                     FinishEvent(sequence.scanner.text, sequence.produced, "cancelled")

@@ -389,8 +389,10 @@ class Worker:
             admitted = scheduler.waiting()
             scheduler.admit()
             if scheduler.active():
-                scheduler.sample()
-                self._flush()  # the tokens go out now, not after the next cell step
+                # the tokens go out now, not after the next cell step; a new stream's first one
+                # even before the running streams are sampled
+                scheduler.sample(joined_sent=self._flush)
+                self._flush()
                 scheduler.forward()
         except Exception:  # the scheduler fails its own sequences; the engine keeps running
             logger.exception("generation step failed")

@@ -3,6 +3,8 @@ same text alone and inside a busy batch, stop sequences never leak into a stream
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from models.architectures import LanguageModel
@@ -175,3 +177,28 @@ def test_prompts_read_together_and_a_bad_one_fails_alone() -> None:
         scheduler.admit()
         scheduler.step()
     assert good[-1] == alone[-1]
+
+
+def test_a_joining_streams_first_token_is_out_before_the_running_ones_are_sampled() -> None:
+    tokenizer = CharTokenizer.fit(TEXT)
+    scheduler = GenerationScheduler(_model(tokenizer.vocab_size), tokenizer, 8, None)
+    order: list[str] = []
+
+    def emit_as(name: str) -> Callable[[Event], None]:
+        return lambda event: order.append(name)
+
+    for seed in (1, 2):
+        scheduler.submit(
+            GenerationRequest([1, 2], 30, SamplingParams(), seed, (), emit_as("running"))
+        )
+    scheduler.admit()
+    scheduler.step()
+    order.clear()
+    scheduler.submit(GenerationRequest([3, 4], 30, SamplingParams(), 3, (), emit_as("joining")))
+    scheduler.admit()
+    scheduler.sample(joined_sent=lambda: order.append("sent"))
+    assert order == ["joining", "sent", "running", "running"]
+    scheduler.forward()
+    order.clear()
+    scheduler.sample(joined_sent=lambda: order.append("sent"))  # nobody joined: no early send
+    assert order == ["joining", "running", "running"]

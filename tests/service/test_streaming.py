@@ -4,6 +4,7 @@ before any stream starts; a client that disconnects (over a real socket) stops i
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,14 +128,14 @@ def _spy_on(worker: Worker, scheduler: GenerationScheduler, patch: pytest.Monkey
         spy.requests.append(request)
         submit(request)
 
-    def pausing_sample() -> None:
+    def pausing_sample(joined_sent: Callable[[], None] | None = None) -> None:
         tokens = sum(1 for e in spy.events if isinstance(e, TokenEvent))
         if tokens > spy.pause_after and not spy.paused.is_set():
             worker.held = True  # as a "hold" message would: the next turn computes nothing
             spy.paused.set()
             spy.skip_forward = True
             return
-        sample()
+        sample(joined_sent)
 
     def pausing_forward() -> None:
         if spy.skip_forward:
