@@ -202,3 +202,20 @@ def test_a_joining_streams_first_token_is_out_before_the_running_ones_are_sample
     order.clear()
     scheduler.sample(joined_sent=lambda: order.append("sent"))  # nobody joined: no early send
     assert order == ["joining", "running", "running"]
+
+
+def test_a_generation_step_runs_without_onednn_and_a_prompts_read_with_it() -> None:
+    """One time step is faster on PyTorch's own CPU kernels, a prompt's read on oneDNN's
+    (service/generation.py, `_without_onednn`); the switch is back on after the step."""
+    tokenizer = CharTokenizer.fit(TEXT)
+    model = _model(tokenizer.vocab_size)
+    onednn: list[bool] = []  # at each call of the recurrent stack
+    model.rnn.register_forward_pre_hook(
+        lambda module, inputs: onednn.append(torch._C._get_mkldnn_enabled())
+    )
+    scheduler = GenerationScheduler(model, tokenizer, 8, None)
+    scheduler.submit(_request(tokenizer.encode("to be or").ids, 0, []))
+    scheduler.admit()  # reads the prompt
+    scheduler.step()  # samples its first token, then one step
+    assert onednn == [True, False]
+    assert torch._C._get_mkldnn_enabled()
