@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Literal, TypeAlias
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Literal, TypeAlias
 
 import torch
 from torch import nn
@@ -16,6 +17,21 @@ CELLS: dict[str, Callable[..., nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "
 
 # LSTM state is (h, c), each (num_layers, B, H); GRU and RNN state is h alone.
 State: TypeAlias = "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"
+
+
+@contextmanager
+def without_onednn() -> Iterator[None]:
+    """PyTorch's own CPU kernels for a recurrent cell instead of oneDNN's, for one time step.
+    Measured on the shipped models (1 torch thread): for one time step oneDNN's took 1.7-7x as long
+    at batch 1 to 32; from 32 steps on it is the faster one (docs/BENCHMARKS.md). The switch is
+    the process's: use it where one thread computes (an engine)."""
+    mkldnn: Any = torch.backends.mkldnn
+    enabled = mkldnn.enabled
+    mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        mkldnn.enabled = enabled
 
 
 def make_rnn(

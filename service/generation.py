@@ -9,37 +9,20 @@ import math
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from models.architectures import LanguageModel
 from models.config import SamplingParams
 from models.decoding import apply_penalties, make_generator, sample_next
-from models.recurrent import State, concat_states, select_state
+from models.recurrent import State, concat_states, select_state, without_onednn
 from models.tokenizers import Tokenizer
 from service.engine.operations import Event, FinishEvent, TokenEvent, TokenLogprob
 from service.prefix_cache import PrefixCache, read_prefixes
 
 logger = logging.getLogger("lstm_serve.generation")
-
-
-@contextmanager
-def _without_onednn() -> Iterator[None]:
-    """PyTorch's own CPU kernels for the recurrent cell instead of oneDNN's. Measured for one time
-    step of the shipped generate model (1 torch thread): oneDNN's took 2-4x as long at batch 1 to
-    32; on the long sequences of a prompt's read it is the faster one, so only the step turns it
-    off. The engine computes on one thread: the switch is the process's, for the step."""
-    mkldnn: Any = torch.backends.mkldnn
-    enabled = mkldnn.enabled
-    mkldnn.enabled = False
-    try:
-        yield
-    finally:
-        mkldnn.enabled = enabled
 
 
 @dataclass
@@ -211,7 +194,7 @@ class GenerationScheduler:
         tokens = torch.tensor([[s.last_token] for s in running], device=self.device)  # (B, 1)
         try:
             state = concat_states([s.state for s in running])
-            with _without_onednn():
+            with without_onednn():
                 logits, new_state = self.model(tokens, state)  # (B, 1, V)
         except Exception as error:  # the sequences of this step fail; the next step is clean
             logger.exception("generation step of %d sequences failed", len(running))

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
 from models.architectures import LanguageModel
-from models.recurrent import State, concat_states, select_state, zero_state
+from models.recurrent import State, concat_states, select_state, without_onednn, zero_state
 
 _BASE, _MOD = 1_000_003, (1 << 61) - 1
 
@@ -112,7 +113,10 @@ def read_prefixes(
         for row, rest in enumerate(rests):
             tokens[row, : len(rest)] = torch.tensor(rest)
         starts = [_start_state(model, found[i][1]) for i in todo]
-        with torch.inference_mode():
+        # one new token each (a word typed after a cached text): one time step, faster without
+        # oneDNN; longer reads keep it
+        one_step = without_onednn() if int(lengths.max()) == 1 else nullcontext()
+        with torch.inference_mode(), one_step:
             last, new_state = model.next_logits(tokens.to(device), concat_states(starts), lengths)
             log_probs = torch.log_softmax(last.float(), dim=-1)  # (B, V)
         for row, index in enumerate(todo):

@@ -206,7 +206,7 @@ def test_a_joining_streams_first_token_is_out_before_the_running_ones_are_sample
 
 def test_a_generation_step_runs_without_onednn_and_a_prompts_read_with_it() -> None:
     """One time step is faster on PyTorch's own CPU kernels, a prompt's read on oneDNN's
-    (service/generation.py, `_without_onednn`); the switch is back on after the step."""
+    (models/recurrent.py, `without_onednn`); the switch is back on after the step."""
     tokenizer = CharTokenizer.fit(TEXT)
     model = _model(tokenizer.vocab_size)
     onednn: list[bool] = []  # at each call of the recurrent stack
@@ -219,3 +219,21 @@ def test_a_generation_step_runs_without_onednn_and_a_prompts_read_with_it() -> N
     scheduler.step()  # samples its first token, then one step
     assert onednn == [True, False]
     assert torch._C._get_mkldnn_enabled()
+
+
+def test_a_word_typed_after_a_cached_text_is_read_without_onednn() -> None:
+    """A read of one new token from a cached state is one time step (without oneDNN); a longer
+    read keeps it (service/prefix_cache.py)."""
+    model, cache = _model(), PrefixCache(1 << 20)
+    onednn: list[bool] = []
+    model.rnn.register_forward_pre_hook(
+        lambda module, inputs: onednn.append(torch._C._get_mkldnn_enabled())
+    )
+    read_prefixes(model, [[1, 2, 3]], cache)  # three tokens: oneDNN
+    read_prefixes(model, [[1, 2, 3, 4]], cache)  # one more from the cached state: without
+    read_prefixes(model, [[1, 2, 3, 4, 5, 6]], cache)  # two more: oneDNN
+    assert onednn == [True, False, True]
+    assert torch._C._get_mkldnn_enabled()
+    torch.testing.assert_close(
+        read_prefixes(model, [[1, 2, 3, 4]], None)[0][0], cache.longest([1, 2, 3, 4])[1].logits
+    )
