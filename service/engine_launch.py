@@ -33,7 +33,7 @@ from typing import Any
 PRELOAD = ["service.engine.worker"]
 # and then loads the checkpoints it was started with
 PRELOAD_CHECKPOINTS = "service.engine.preload_named"
-# the variable that names them (service.engine.preload.ENVIRONMENT; that module imports torch)
+# the variable that names them to it, {name: path} as JSON (read by service.engine.preload)
 CHECKPOINTS_VARIABLE = "_LSTM_SERVE_FORK_SERVER_CHECKPOINTS"
 
 

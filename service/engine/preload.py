@@ -19,13 +19,11 @@ import torch
 
 from models.checkpoint import Checkpoint, load_checkpoint
 from service.allocator import release_free_memory
+from service.engine_launch import CHECKPOINTS_VARIABLE
 
 logger = logging.getLogger("lstm_serve.engine")
 
 LOADED: dict[Path, Checkpoint] = {}
-# how the starting process tells the server what to load: {name: path} as JSON
-# (service.engine_launch.CHECKPOINTS_VARIABLE)
-ENVIRONMENT = "_LSTM_SERVE_FORK_SERVER_CHECKPOINTS"
 
 
 def take(path: str, version: str) -> Checkpoint | None:
@@ -35,11 +33,12 @@ def take(path: str, version: str) -> Checkpoint | None:
 
 
 def load_named() -> None:
-    """Load the checkpoints the starting process named (ENVIRONMENT), on the CPU in float32.
+    """Load the checkpoints the starting process named ({name: path} as JSON in the variable
+    CHECKPOINTS_VARIABLE, service.engine_launch), on the CPU in float32.
     Nothing here may fail the server: a checkpoint that does not load is left to the engines,
     which report why."""
     try:
-        paths: dict[str, str] = json.loads(os.environ.get(ENVIRONMENT) or "{}")
+        paths: dict[str, str] = json.loads(os.environ.get(CHECKPOINTS_VARIABLE) or "{}")
     except ValueError:
         return
     # one thread: no OpenMP pool may exist in a process that forks (the engines set their own)
