@@ -69,8 +69,9 @@ def discount_unknown(probabilities: list[float], review: Review) -> list[float]:
 # Measured on a 2-core CPU (torch 2.13, 1 thread, IMDB reviews): padded batches of similar length
 # ran 2-3x faster than one packed batch (e.g. 64 reviews: 1,051/s vs 364/s). The classifier's
 # padded path is exact (padding trails every row), so a batch is sorted by length and cut into
-# groups of at most GROUP_SIZE whose padding stays under MAX_PADDING of the group's cells.
-GROUP_SIZE, MAX_PADDING = 8, 0.2
+# groups of at most GROUP_SIZE whose padding stays under MAX_PADDING of the group's cells. At
+# batch 32, groups of at most 16 beat groups of 8 by 4% (4 alternating rounds, 273 vs 263/s).
+GROUP_SIZE, MAX_PADDING = 16, 0.2
 
 
 def classify_texts(

@@ -12,7 +12,13 @@ from models.config import LanguageModelConfig, SamplingParams
 from models.tokenizers import CharTokenizer
 from service.engine.operations import Event, FinishEvent, TokenEvent
 from service.generation import GenerationRequest, GenerationScheduler, StopScanner
-from service.inference import NextWordQuery, length_groups, next_word_distributions
+from service.inference import (
+    GROUP_SIZE,
+    MAX_PADDING,
+    NextWordQuery,
+    length_groups,
+    next_word_distributions,
+)
 from service.prefix_cache import PrefixCache, read_prefixes
 
 TEXT = "to be or not to be, that is the question\n"
@@ -145,15 +151,16 @@ def test_stop_scanner_releases_held_text_at_the_end() -> None:
 
 
 def test_length_groups_keep_padding_small_and_every_index_once() -> None:
-    lengths = [30, 3, 100, 4, 29, 5, 98, 31, 3, 3, 3, 3, 3, 3, 3, 3, 3]
+    assert MAX_PADDING == 0.2  # the expected groups below are cut at 20% padding
+    lengths = [30, 3, 100, 4, 29, 5, 98, 31, *[3] * (GROUP_SIZE + 1)]
     groups = length_groups(lengths)
     assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
     for group in groups:
         width = max(lengths[i] for i in group)
-        assert len(group) <= 8
+        assert len(group) <= GROUP_SIZE
         assert width * len(group) - sum(lengths[i] for i in group) <= 0.2 * width * len(group)
-    # 8 threes fill a group; 5 would pad [3, 3, 4] by 25%, so it starts its own
-    expected = [[3] * 8, [3, 3, 4], [5], [29, 30, 31], [98, 100]]
+    # GROUP_SIZE threes fill a group; 5 would pad [3, 3, 4] by 25%, so it starts its own
+    expected = [[3] * GROUP_SIZE, [3, 3, 4], [5], [29, 30, 31], [98, 100]]
     assert [sorted(lengths[i] for i in g) for g in groups] == expected
 
 
