@@ -89,6 +89,7 @@ async def _load(state: ServiceState, on_fatal: Callable[[str], None] | None) -> 
             # the budget is the model's, shared out among the engines (with prefix affinity a
             # text's states live on one engine: more engines need no more cache in all)
             cache_bytes=settings.cache_mb * 2**20 // max(1, count),
+            nice=settings.engine_nice,
         )
         failures = await state.engine.start(spec, count)
         registry.finish(failures, time.perf_counter() - started)

@@ -70,6 +70,7 @@ class EngineSpec:
     max_wait_s: float
     max_active_generations: int
     cache_bytes: int
+    nice: int = 0  # added to an engine process's nice value: a lower priority than the HTTP one
 
 
 @dataclass(frozen=True, slots=True)

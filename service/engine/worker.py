@@ -136,6 +136,8 @@ def engine_main(sock: socket.socket, spec: EngineSpec, own_process: bool = True)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        # below the HTTP process, whose short waited-on work must not queue behind a batch
+        os.nice(spec.nice)
     run_worker(Worker(sock, spec))
 
 

@@ -93,6 +93,17 @@ def test_engines_are_forked_from_one_fork_server(two_engines: TestClient) -> Non
         assert "multiprocessing.forkserver" in cmdline.read()
 
 
+def test_engines_compute_at_a_lower_cpu_priority_than_the_http_process(
+    two_engines: TestClient,
+) -> None:
+    """The HTTP process's work (accept, answer, send a token) must not wait for a time slice
+    behind engines computing on every core: each engine adds LSTM_SERVE_ENGINE_NICE (10 by
+    default) to the nice value it was forked with."""
+    pids = state_of(two_engines).engine.status()["pids"]
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in pids] == [min(19, own + 10)] * 2
+
+
 def test_concurrent_requests_are_spread_over_both_engines(two_engines: TestClient) -> None:
     state = state_of(two_engines)
     before = _answered(two_engines)
