@@ -24,6 +24,7 @@ from models.tokenizers import Tokenizer
 from training import language, sentiment
 from training.config import (
     TASK_CONFIGS,
+    LanguageModelTrainConfig,
     SentimentConfig,
     TrainConfig,
     add_config_flags,
@@ -152,12 +153,20 @@ def calibrate(checkpoint: str, data: str | None, threads: int) -> dict[str, floa
     return {**calibration, **{f"test_{k}": v for k, v in test.items()}}
 
 
-def evaluate(checkpoint: str, data: str | None, threads: int, device: str) -> dict[str, float]:
+def evaluate(
+    checkpoint: str, data: str | None, threads: int, device: str, everyday: str | None = None
+) -> dict[str, float]:
     """Measure a checkpoint on the test split of `data` (None: the downloaded corpus), split and
-    capped as its training run did, so the card's test metrics are reproduced."""
+    capped as its training run did, so the card's test metrics are reproduced; a next-word one
+    also on the everyday reviews of `everyday` (None: those its run measured, if any)."""
     torch.set_num_threads(threads)
     loaded = load_checkpoint(checkpoint, device=resolve_device(device))
-    return TASKS[loaded.config.task].evaluate(loaded, _card_config(loaded, data))
+    config = _card_config(loaded, data)
+    if everyday is not None:
+        if not isinstance(config, LanguageModelTrainConfig) or loaded.config.task != "next-word":
+            raise SettingError(f"--everyday-data measures next-word checkpoints, not {checkpoint}")
+        config = dataclasses.replace(config, everyday_data=everyday)
+    return TASKS[loaded.config.task].evaluate(loaded, config)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -185,6 +194,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--data", help="the data set, file or directory (default: download it)")
     sub.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     sub.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)")
+    sub.add_argument(
+        "--everyday-data",
+        metavar="DIR",
+        help="next-word: also measure the held-out reviews of this folder (train and test "
+        "files, as sentiment reads them): everyday English (default: as the card's run did)",
+    )
     return parser
 
 
@@ -197,7 +212,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> None:
         if args.command == "calibrate":
             metrics = calibrate(args.checkpoint, args.data, args.threads)
         else:
-            metrics = evaluate(args.checkpoint, args.data, args.threads, args.device)
+            metrics = evaluate(
+                args.checkpoint, args.data, args.threads, args.device, args.everyday_data
+            )
         print(json.dumps({k: round(v, 4) for k, v in metrics.items()}, indent=2))
         return
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}

@@ -169,6 +169,15 @@ class LanguageModelTrainConfig(TrainConfig):
     valid_block: int = setting(2048, "char corpus: characters per validation block")
     test_fraction: float = setting(0.1, "char corpus: the last share of the text, for testing")
     sample_prompts: tuple[str, ...] = setting((), "prompts sampled into the card, a comma list")
+    everyday_data: str | None = setting(
+        None,
+        "next-word: a folder of reviews (train and test .jsonl or .csv, optionally .gz), "
+        "everyday English read into the corpus's words: held-out reviews are measured beside "
+        "the test split; none: not measured",
+    )
+    everyday_tokens: int = setting(
+        0, "next-word: tokens of everyday_data's training reviews added to the training text"
+    )
 
     def smoke_settings(self) -> dict[str, Any]:
         small = super().smoke_settings()

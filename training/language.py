@@ -29,6 +29,7 @@ from models.tokenizers import (
 )
 from models.wordtext import WIKITEXT
 from training.config import LanguageModelTrainConfig, TrainConfig
+from training.everyday import encode_reviews, load_everyday
 from training.speakers import name_dependence
 from training.tasks import SAMPLES, Finished
 from training.text import TextSplits, char_ids, load_char_splits, load_word_splits, word_ids
@@ -78,6 +79,10 @@ class LanguageModelTask:
         self.kind, self.config, self.splits, self.tokenizer = kind, config, splits, tokenizer
         self.checkpoint_config = checkpoint_config
         self.train_ids, self.valid_ids, self.test_ids = ids["train"], ids["valid"], ids["test"]
+        # held-out everyday English (next-word with everyday_data): measured once, at the end
+        self.everyday = {
+            split: ids[f"everyday_{split}"] for split in SPLITS[1:] if f"everyday_{split}" in ids
+        }
         self.state: State | None = None
 
     def objective(self, model: nn.Module) -> nn.Module:
@@ -137,17 +142,22 @@ class LanguageModelTask:
         )
         if self.kind.text_measure is not None:
             test.update(self.kind.text_measure(model, self.tokenizer, self.splits.test))
+        everyday = {
+            split: self.measure_words(model, ids.to(device)) for split, ids in self.everyday.items()
+        }
+        test.update({f"everyday_{k}": v for k, v in everyday.get("test", {}).items()})
         samples = card_samples(
             model, self.tokenizer, self.config.sample_prompts, self.kind.sample_length,
             self.config.seed,
         )  # fmt: skip
-        return Finished(
-            self.checkpoint_config,
-            test,
-            self.splits.name,
-            self.splits.sha256,
-            {"samples": samples} if samples else {},
-        )
+        card: dict[str, object] = {"samples": samples} if samples else {}
+        if "valid" in everyday:
+            card["everyday_validation"] = everyday["valid"]
+        return Finished(self.checkpoint_config, test, self.splits.name, self.splits.sha256, card)
+
+    def measure_words(self, model: LanguageModel, ids: torch.Tensor) -> dict[str, float]:
+        """Perplexity and what a person typing sees (top-3 on word targets) on a stream of ids."""
+        return measure_words(model, self.tokenizer, ids, self.config)
 
 
 def card_samples(
@@ -234,6 +244,16 @@ def evaluate_ids(
     return metrics
 
 
+def measure_words(
+    model: LanguageModel, tokenizer: Tokenizer, ids: torch.Tensor, config: LanguageModelTrainConfig
+) -> dict[str, float]:
+    """Perplexity and top-k, and top-3 on word targets among words, on a stream of ids."""
+    return evaluate_ids(
+        model, ids, config.eval_batch_size, config.eval_bptt, config.max_eval_batches,
+        (1, 3), word_mask(tokenizer),
+    )  # fmt: skip
+
+
 def word_mask(tokenizer: Tokenizer) -> torch.Tensor:
     """(V,) True at the ids whose tokens are words."""
     return torch.tensor([is_word(tokenizer.id_to_token(i)) for i in range(tokenizer.vocab_size)])
@@ -302,8 +322,29 @@ class TextTask:
             dtype=config.storage_dtype,
         )
         encoded = {split: self.encode(tokenizer, getattr(splits, split)) for split in SPLITS}
+        if config.everyday_data is not None:
+            encoded.update(self.everyday_ids(config, tokenizer, encoded["train"]))
         task = LanguageModelTask(self, config, splits, tokenizer, checkpoint_config, encoded)
         return task, build_model(model_config)
+
+    def everyday_ids(
+        self, config: LanguageModelTrainConfig, tokenizer: Tokenizer, train: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        """The held-out everyday reviews as ids, and the training text with `everyday_tokens` of
+        the training reviews after it (each batch's parallel streams then hold both, in
+        proportion); no training text: the held-out ones alone."""
+        if self.name != "next-word":
+            raise ValueError(f"everyday_data is a next-word setting, not one of {self.name}")
+        assert config.everyday_data is not None
+        everyday = load_everyday(config.everyday_data, config.seed)
+        ids = {
+            "everyday_valid": encode_reviews(tokenizer, everyday.valid),
+            "everyday_test": encode_reviews(tokenizer, everyday.test),
+        }
+        if train is not None and config.everyday_tokens:
+            mixed = encode_reviews(tokenizer, everyday.train, config.everyday_tokens)
+            ids["train"] = torch.cat([train, mixed])
+        return ids
 
     def evaluate(self, checkpoint: Checkpoint, config: TrainConfig) -> dict[str, float]:
         config = _language_config(config)
@@ -321,6 +362,10 @@ class TextTask:
         )
         if self.text_measure is not None:
             metrics.update(self.text_measure(checkpoint.model, checkpoint.tokenizer, text))
+        if config.everyday_data is not None:
+            test = self.everyday_ids(config, checkpoint.tokenizer, None)["everyday_test"]
+            measured = measure_words(checkpoint.model, checkpoint.tokenizer, test, config)
+            metrics.update({f"everyday_{k}": v for k, v in measured.items()})
         return metrics
 
 

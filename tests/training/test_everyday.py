@@ -1,0 +1,99 @@
+"""Everyday English for the next-word model: reviews read into the corpus's words, some mixed
+into the training text, held-out ones measured beside the test split and reproduced by
+`evaluate`."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.checkpoint import load_checkpoint
+from training.__main__ import evaluate, main
+from training.config import LanguageModelTrainConfig, resolve_config, smoke_overrides
+from training.data import read_labeled
+from training.everyday import encode_reviews, load_everyday
+from training.language import GENERATE, NEXT_WORD
+
+WORD_MEASURES = {"perplexity", "word_top3_accuracy", "word_targets", "nonword_top3_share"}
+
+
+def _config(data: Path, **settings: object) -> LanguageModelTrainConfig:
+    config = smoke_overrides(resolve_config("next-word", None, {"data": str(data), "smoke": True}))
+    assert isinstance(config, LanguageModelTrainConfig)
+    return dataclasses.replace(config, **settings)  # type: ignore[arg-type]
+
+
+def test_held_out_reviews_never_join_the_training_text(sentiment_dir: Path) -> None:
+    everyday = load_everyday(sentiment_dir, seed=0)
+    train = {e.text for e in read_labeled(sentiment_dir / "train.jsonl")}
+    assert len(everyday.valid) == 4 and len(everyday.train) == 44  # a tenth of 48, held out
+    assert not set(everyday.valid) & set(everyday.train)
+    assert set(everyday.valid) | set(everyday.train) == train
+    assert everyday.test == [e.text for e in read_labeled(sentiment_dir / "test.jsonl")]
+
+
+def test_everyday_tokens_of_training_reviews_follow_the_training_text(
+    wikitext_dir: Path, sentiment_dir: Path
+) -> None:
+    alone, _ = NEXT_WORD.build(_config(wikitext_dir))
+    mixed, _ = NEXT_WORD.build(
+        _config(wikitext_dir, everyday_data=str(sentiment_dir), everyday_tokens=300)
+    )
+    base = alone.train_ids.numel()
+    assert torch.equal(mixed.train_ids[:base], alone.train_ids)
+    reviews = load_everyday(sentiment_dir).train
+    added = encode_reviews(mixed.tokenizer, reviews, 300)
+    assert 300 <= added.numel() < 300 + max(len(mixed.tokenizer.read(r)) for r in reviews)
+    assert torch.equal(mixed.train_ids[base:], added)
+    assert int(added[0]) == mixed.tokenizer.eos_id  # each review opens as the service reads it
+    # measured without training on them: the validation and test reviews, never the mixed ones
+    assert set(mixed.everyday) == {"valid", "test"}
+
+
+def test_a_run_with_everyday_data_measures_it_and_evaluate_reproduces_it(
+    wikitext_dir: Path, sentiment_dir: Path, tmp_path: Path
+) -> None:
+    export = tmp_path / "export"
+    argv = ["next-word", "--smoke", "--data", str(wikitext_dir), "--run-dir", str(tmp_path)]
+    argv += ["--export-dir", str(export), "--everyday-data", str(sentiment_dir)]
+    argv += ["--everyday-tokens", "300"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(argv) == 0
+    card = json.loads((export / "card.json").read_text())
+    test = card["metrics"]["test"]
+    assert WORD_MEASURES <= {k.removeprefix("everyday_") for k in test if k.startswith("every")}
+    assert WORD_MEASURES <= set(card["everyday_validation"])
+    assert card["config"]["everyday_tokens"] == 300
+    again = evaluate(str(export), str(wikitext_dir), 1, "cpu")
+    assert {k: round(v, 4) for k, v in again.items()} == {k: round(v, 4) for k, v in test.items()}
+
+
+def test_evaluate_measures_everyday_text_for_any_next_word_checkpoint(
+    wikitext_dir: Path, sentiment_dir: Path, tmp_path: Path
+) -> None:
+    export = tmp_path / "export"
+    argv = ["next-word", "--smoke", "--data", str(wikitext_dir), "--run-dir", str(tmp_path)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main([*argv, "--export-dir", str(export)]) == 0
+    plain = evaluate(str(export), str(wikitext_dir), 1, "cpu")
+    assert not any(k.startswith("everyday_") for k in plain)
+    measured = evaluate(str(export), str(wikitext_dir), 1, "cpu", str(sentiment_dir))
+    assert {k: v for k, v in measured.items() if not k.startswith("everyday_")} == plain
+    assert measured["everyday_word_targets"] > 0
+    assert 0 <= measured["everyday_word_top3_accuracy"] <= 1
+    assert load_checkpoint(export).config.task == "next-word"
+
+
+def test_everyday_data_is_a_next_word_setting(sentiment_dir: Path, shakespeare_file: Path) -> None:
+    config = smoke_overrides(
+        resolve_config("generate", None, {"data": str(shakespeare_file), "smoke": True})
+    )
+    config = dataclasses.replace(config, everyday_data=str(sentiment_dir))  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="next-word setting"):
+        GENERATE.build(config)
