@@ -363,9 +363,13 @@ class TextTask:
         if self.text_measure is not None:
             metrics.update(self.text_measure(checkpoint.model, checkpoint.tokenizer, text))
         if config.everyday_data is not None:
-            test = self.everyday_ids(config, checkpoint.tokenizer, None)["everyday_test"]
-            measured = measure_words(checkpoint.model, checkpoint.tokenizer, test, config)
-            metrics.update({f"everyday_{k}": v for k, v in measured.items()})
+            # the test reviews as the card's test metrics name them, and the held-out training
+            # reviews (what a run's card records as everyday_validation, for choosing)
+            held = self.everyday_ids(config, checkpoint.tokenizer, None)
+            for split, prefix in (("test", "everyday_"), ("valid", "everyday_validation_")):
+                ids = held[f"everyday_{split}"]
+                measured = measure_words(checkpoint.model, checkpoint.tokenizer, ids, config)
+                metrics.update({f"{prefix}{k}": v for k, v in measured.items()})
         return metrics
 
 
