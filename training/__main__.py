@@ -166,6 +166,17 @@ def evaluate(
         if not isinstance(config, LanguageModelTrainConfig) or loaded.config.task != "next-word":
             raise SettingError(f"--everyday-data measures next-word checkpoints, not {checkpoint}")
         config = dataclasses.replace(config, everyday_data=everyday)
+    elif (
+        isinstance(config, LanguageModelTrainConfig)
+        and config.everyday_data is not None
+        and not Path(config.everyday_data).is_dir()  # the card's path, from another machine
+    ):
+        print(
+            f"{checkpoint}: its run measured the reviews in {config.everyday_data}, not found "
+            "here; not measured (--everyday-data DIR measures them)",
+            file=sys.stderr,
+        )
+        config = dataclasses.replace(config, everyday_data=None)
     return TASKS[loaded.config.task].evaluate(loaded, config)
 
 

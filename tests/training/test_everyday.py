@@ -107,3 +107,24 @@ def test_everyday_data_is_a_next_word_setting(sentiment_dir: Path, shakespeare_f
     config = dataclasses.replace(config, everyday_data=str(sentiment_dir))  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="next-word setting"):
         GENERATE.build(config)
+
+
+def test_evaluate_says_so_when_the_cards_reviews_are_not_there(
+    wikitext_dir: Path, sentiment_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reviews = tmp_path / "reviews"
+    reviews.mkdir()
+    for name in ("train.jsonl", "test.jsonl"):
+        (reviews / name).write_bytes((sentiment_dir / name).read_bytes())
+    export = tmp_path / "export"
+    argv = ["next-word", "--smoke", "--data", str(wikitext_dir), "--run-dir", str(tmp_path)]
+    argv += ["--export-dir", str(export), "--everyday-data", str(reviews)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(argv) == 0
+    for name in ("train.jsonl", "test.jsonl"):
+        (reviews / name).unlink()
+    reviews.rmdir()
+    capsys.readouterr()
+    measured = evaluate(str(export), str(wikitext_dir), 1, "cpu")
+    assert not any(k.startswith("everyday_") for k in measured)
+    assert f"measured the reviews in {reviews}, not found here" in capsys.readouterr().err
