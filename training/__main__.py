@@ -176,7 +176,7 @@ def evaluate(
             "here; not measured (--everyday-data DIR measures them)",
             file=sys.stderr,
         )
-        config = dataclasses.replace(config, everyday_data=None)
+        config = dataclasses.replace(config, everyday_data=None, everyday_tokens=0)
     return TASKS[loaded.config.task].evaluate(loaded, config)
 
 

@@ -179,6 +179,13 @@ class LanguageModelTrainConfig(TrainConfig):
         0, "next-word: tokens of everyday_data's training reviews added to the training text"
     )
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.everyday_tokens < 0:
+            raise ValueError(f"everyday_tokens must be 0 or more, got {self.everyday_tokens}")
+        if self.everyday_tokens and self.everyday_data is None:
+            raise ValueError("everyday_tokens needs everyday_data: the reviews to mix in")
+
     def smoke_settings(self) -> dict[str, Any]:
         small = super().smoke_settings()
         if self.model["adaptive_cutoffs"]:

@@ -128,3 +128,22 @@ def test_evaluate_says_so_when_the_cards_reviews_are_not_there(
     measured = evaluate(str(export), str(wikitext_dir), 1, "cpu")
     assert not any(k.startswith("everyday_") for k in measured)
     assert f"measured the reviews in {reviews}, not found here" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--everyday-tokens", "1000"], "everyday_tokens needs everyday_data"),
+        (["--everyday-tokens", "-5", "--everyday-data", "."], "must be 0 or more, got -5"),
+    ],
+)
+def test_everyday_tokens_without_reviews_or_below_zero_is_refused(
+    wikitext_dir: Path,
+    tmp_path: Path,
+    flags: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["next-word", "--smoke", "--data", str(wikitext_dir), "--run-dir", str(tmp_path)]
+    assert main([*argv, *flags]) == 1
+    assert message in capsys.readouterr().err
