@@ -176,6 +176,15 @@ def _label(value: object, path: Path, line: int) -> int:
     return label
 
 
+def find_labeled(directory: Path, split: str) -> Path | None:
+    """The `split` file (train, test) of labeled texts in `directory`: .jsonl or .csv, optionally
+    .gz; None if there is none."""
+    for suffix in (".jsonl.gz", ".jsonl", ".csv.gz", ".csv"):
+        if (directory / f"{split}{suffix}").is_file():
+            return directory / f"{split}{suffix}"
+    return None
+
+
 def read_labeled(path: Path) -> list[Example]:
     """Read a JSONL or CSV file (optionally .gz) with `text` and `label` fields."""
     name = path.name.removesuffix(".gz")

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from models.tokenizers import Tokenizer
-from training.data import DataError, read_labeled
-from training.sentences import sentences
+from training.data import DataError, find_labeled, read_labeled
+from training.sentences import flat
 
 VALID_REVIEWS = 500  # training reviews never mixed in: the validation measure
 TEST_REVIEWS = 1000  # test reviews measured: every k-th of the test file
@@ -30,10 +30,10 @@ class EverydayText:
 
 
 def _reviews_file(folder: Path, split: str) -> Path:
-    for name in (f"{split}.jsonl", f"{split}.jsonl.gz", f"{split}.csv", f"{split}.csv.gz"):
-        if (folder / name).is_file():
-            return folder / name
-    raise DataError(f"{folder}: no {split}.jsonl or {split}.csv (optionally .gz) of reviews")
+    found = find_labeled(folder, split)
+    if found is None:
+        raise DataError(f"{folder}: no {split}.jsonl or {split}.csv (optionally .gz) of reviews")
+    return found
 
 
 def load_everyday(folder: str | Path, seed: int = 0) -> EverydayText:
@@ -41,17 +41,12 @@ def load_everyday(folder: str | Path, seed: int = 0) -> EverydayText:
     reviews shuffled by `seed`, the last VALID_REVIEWS of them held out for validation, and
     TEST_REVIEWS spread over the test file. Each review is one line of plain text."""
     root = Path(folder)
-    train = [_plain(e.text) for e in read_labeled(_reviews_file(root, "train"))]
-    test = [_plain(e.text) for e in read_labeled(_reviews_file(root, "test"))]
+    train = [flat(e.text) for e in read_labeled(_reviews_file(root, "train"))]
+    test = [flat(e.text) for e in read_labeled(_reviews_file(root, "test"))]
     random.Random(seed).shuffle(train)
     held = min(VALID_REVIEWS, len(train) // 10)
     every = max(1, len(test) // TEST_REVIEWS)
     return EverydayText(train[: len(train) - held], train[len(train) - held :], test[::every])
-
-
-def _plain(review: str) -> str:
-    """A review as one line: its HTML line breaks and runs of white space made single spaces."""
-    return " ".join(sentences(review))
 
 
 def encode_reviews(tokenizer: Tokenizer, reviews: list[str], limit: int = 0) -> torch.Tensor:

@@ -143,7 +143,8 @@ class LanguageModelTask:
         if self.kind.text_measure is not None:
             test.update(self.kind.text_measure(model, self.tokenizer, self.splits.test))
         everyday = {
-            split: self.measure_words(model, ids.to(device)) for split, ids in self.everyday.items()
+            split: measure_words(model, self.tokenizer, ids.to(device), self.config)
+            for split, ids in self.everyday.items()
         }
         test.update({f"everyday_{k}": v for k, v in everyday.get("test", {}).items()})
         samples = card_samples(
@@ -154,10 +155,6 @@ class LanguageModelTask:
         if "valid" in everyday:
             card["everyday_validation"] = everyday["valid"]
         return Finished(self.checkpoint_config, test, self.splits.name, self.splits.sha256, card)
-
-    def measure_words(self, model: LanguageModel, ids: torch.Tensor) -> dict[str, float]:
-        """Perplexity and what a person typing sees (top-3 on word targets) on a stream of ids."""
-        return measure_words(model, self.tokenizer, ids, self.config)
 
 
 def card_samples(

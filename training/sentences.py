@@ -19,10 +19,14 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 MIN_WORDS, MAX_WORDS = 4, 40
 
 
+def flat(text: str) -> str:
+    """A review as one line: its HTML line breaks and runs of white space made single spaces."""
+    return " ".join(_BREAK.sub(" ", text).split())
+
+
 def sentences(text: str) -> list[str]:
     """The review's sentences, in order, as they are written (line breaks become spaces)."""
-    flat = " ".join(_BREAK.sub(" ", text).split())
-    return [s for s in _SENTENCE_END.split(flat) if s]
+    return [s for s in _SENTENCE_END.split(flat(text)) if s]
 
 
 def eligible(text: str) -> list[str]:

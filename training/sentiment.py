@@ -22,6 +22,7 @@ from training.data import (
     DataError,
     Example,
     fetch,
+    find_labeled,
     read_imdb_archive,
     read_labeled,
     sha256_of,
@@ -42,13 +43,6 @@ class LabeledData:
     sha256: dict[str, str]
 
 
-def _find(directory: Path, split: str) -> Path | None:
-    for suffix in (".jsonl.gz", ".jsonl", ".csv.gz", ".csv"):
-        if (directory / f"{split}{suffix}").is_file():
-            return directory / f"{split}{suffix}"
-    return None
-
-
 def load_data(config: SentimentConfig) -> LabeledData:
     """Local directory with train/test files, or the official archive downloaded and verified."""
     if config.data is None:
@@ -58,8 +52,8 @@ def load_data(config: SentimentConfig) -> LabeledData:
         name, hashes = "imdb (aclImdb_v1.tar.gz)", {archive.name: sha256_of(archive)}
     else:
         root = Path(config.data)
-        train_path = _find(root, "train") if root.is_dir() else root
-        test_path = _find(root, "test") if root.is_dir() else None
+        train_path = find_labeled(root, "train") if root.is_dir() else root
+        test_path = find_labeled(root, "test") if root.is_dir() else None
         if train_path is None or not train_path.is_file():
             raise DataError(f"{root}: no train.jsonl/.csv (optionally .gz) found")
         train_all = read_labeled(train_path)
