@@ -421,13 +421,13 @@ async function generate(event) {
   showError($("generate-error"), null);
   try {
     const response = await request("/generate/stream", { body, signal: controller.signal });
-    const done = await readStream(response.body, output);
+    const done = await readStream(response.body, output, controller.signal);
     const reason = done.finish_reason === "length" ? "the limit" : "a stop string";
     $("generate-status").textContent =
       `Done: ${done.tokens} tokens (${reason}), seed ${done.seed}: ` +
       "the same seed and settings give the same text.";
   } catch (error) {
-    if (error.name === "AbortError") {
+    if (controller.signal.aborted) {
       $("generate-status").textContent = `Stopped after ${generation.tokens} tokens.`;
     } else {
       $("generate-status").textContent = "";
@@ -440,9 +440,9 @@ async function generate(event) {
 }
 
 /** Append each token event's text to `output`; the `done` event's totals, or a ServiceError. */
-async function readStream(stream, output) {
+async function readStream(stream, output, signal) {
   const scroller = $("generate-output");
-  for await (const [name, data] of serverSentEvents(stream)) {
+  for await (const [name, data] of serverSentEvents(stream, signal)) {
     if (name === "token") {
       output.appendData(data.text);
       generation.tokens += 1;
@@ -456,13 +456,18 @@ async function readStream(stream, output) {
   throw new ServiceError("The stream ended before the generation finished.");
 }
 
-/** [event name, parsed data] for each Server-Sent Event of a fetch() body. */
-async function* serverSentEvents(stream) {
+/** [event name, parsed data] for each Server-Sent Event of a fetch() body, until `signal` aborts
+ * (then it throws the signal's reason). A stop cancels the reader itself: a pending read ends at
+ * once, whether or not the browser also errors the body of the aborted fetch, and when. */
+async function* serverSentEvents(stream, signal) {
   const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+  const stop = () => reader.cancel(signal.reason).catch(() => {});
+  signal.addEventListener("abort", stop, { once: true });
   let buffer = "";
   try {
     for (;;) {
       const { value, done } = await reader.read();
+      signal.throwIfAborted();
       if (done) return;
       buffer = (buffer + value).replace(/\r\n?/g, "\n");
       let end;
@@ -473,6 +478,7 @@ async function* serverSentEvents(stream) {
       }
     }
   } finally {
+    signal.removeEventListener("abort", stop);
     reader.cancel().catch(() => {}); // already finished or aborted: nothing left to release
   }
 }

@@ -18,6 +18,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
@@ -108,10 +109,21 @@ class Page:
     def text(self, element_id: str) -> str:
         return str(self.find(element_id).text)
 
-    def wait(self, condition: Callable[[], object], what: str, timeout: float = 10) -> Any:
-        """Poll `condition` until it is truthy; fail naming `what` after `timeout` seconds."""
+    def wait(
+        self,
+        condition: Callable[[], object],
+        what: str,
+        timeout: float = 10,
+        seen: Callable[[], object] | None = None,
+    ) -> Any:
+        """Poll `condition` until it is truthy; fail naming `what` after `timeout` seconds, and
+        what `seen` reads then (the state the page was left in)."""
         wait = WebDriverWait(self.driver, timeout, poll_frequency=0.05)
-        return wait.until(lambda _: condition(), message=f"timed out waiting for {what}")
+        try:
+            return wait.until(lambda _: condition())
+        except TimeoutException:
+            found = f"; found {seen()!r}" if seen is not None else ""
+            raise TimeoutException(f"timed out waiting for {what}{found}") from None
 
     def wait_for_state(self, state: str) -> None:
         status = self.find("service-status")

@@ -168,7 +168,10 @@ def test_the_stop_button_ends_the_stream_and_the_generation(
         assert page.find("generate-stop").is_enabled()
         assert scheduler.active() == 1
         page.find("generate-stop").click()
-        page.wait(lambda: page.text("generate-status").startswith("Stopped after"), "stopped")
+        status = page.find("generate-status")
+        page.wait(
+            lambda: status.text.startswith("Stopped after"), "stopped", seen=lambda: status.text
+        )
         wait_until(lambda: scheduler.active() == 0, 5, "the server to drop the generation")
         text, counted = output.get_attribute("textContent"), _generated_tokens(server)
         time.sleep(0.3)
