@@ -320,11 +320,11 @@ class Worker:
         elapsed = time.monotonic() - started
         queue_s = sum(started - r.enqueued for r in live) / len(live)
         self.outbox.append(protocol.BatchReport(model, operation, len(live), queue_s, elapsed))
+        if operation == NEXT_WORD.name:  # ahead of the answers: whoever reads one sees its figures
+            self._report_cache(model, served)
         self.outbox.extend(
             protocol.Done(r.id, result) for r, result in zip(live, results, strict=True)
         )
-        if operation == NEXT_WORD.name:
-            self._report_cache(model, served)
 
     def _retry_alone(self, served: Served, operation: str, failed: list[_Queued]) -> None:
         """After a failed batch, compute each request alone: only the one that breaks fails."""
@@ -390,6 +390,8 @@ class Worker:
         try:
             admitted = scheduler.waiting()
             scheduler.admit()
+            if admitted:  # the prompts' cache lookups, reported ahead of their first tokens
+                self._report_cache(name, self.served[name])
             if scheduler.active():
                 # the tokens go out now, not after the next cell step; a new stream's first one
                 # even before the running streams are sampled
@@ -398,9 +400,6 @@ class Worker:
                 scheduler.forward()
         except Exception:  # the scheduler fails its own sequences; the engine keeps running
             logger.exception("generation step failed")
-            return
-        if admitted:
-            self._report_cache(name, self.served[name])
 
     def _report_cache(self, name: str, served: Served) -> None:
         cache = served.cache
