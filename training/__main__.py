@@ -22,6 +22,7 @@ from models.devices import DeviceError, resolve_device
 from models.format import CheckpointConfig
 from models.tokenizers import Tokenizer
 from training import language, sentiment
+from training.allocator import restart_with_tcmalloc
 from training.config import (
     TASK_CONFIGS,
     LanguageModelTrainConfig,
@@ -262,4 +263,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    restart_with_tcmalloc(sys.argv[1:])
     sys.exit(main())

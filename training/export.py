@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from training.allocator import loaded_allocator
 from training.loop import History
 
 LIBRARIES = ("torch", "tokenizers", "safetensors", "numpy")
@@ -36,6 +37,7 @@ def hardware(device: torch.device, processes: int = 1) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "processes": processes,  # > 1 under torchrun (DistributedDataParallel)
         "platform": platform.platform(),
+        "allocator": loaded_allocator(),  # tcmalloc: about a fifth faster on the CPU
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -15,8 +16,10 @@ from typing import Any
 import pytest
 
 from models.checkpoint import load_checkpoint
+from training import allocator
 from training import data as data_module
 from training.__main__ import TASKS, main
+from training.allocator import find_tcmalloc
 from training.config import TASK_CONFIGS, setting_types
 from training.data import Corpus, Remote
 
@@ -145,3 +148,49 @@ def test_help_describes_every_flag_with_its_default(
     assert f"(default: {hidden}, from training/configs/{task}.json)" in text
     cache = "--cache-dir CACHE_DIR where downloads are kept, verified (default: .cache/lstm-serve)"
     assert cache in text
+
+
+def test_the_command_runs_on_tcmalloc_where_the_system_has_it(tmp_path: Path) -> None:
+    """The real process restarts itself with tcmalloc preloaded (about a fifth faster on the
+    CPU) and records the allocator it ran on in the card."""
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    export = tmp_path / "checkpoint"
+    argv = ["generate", "--smoke", "--run-dir", str(tmp_path / "run"), "--export-dir", str(export)]
+    done = subprocess.run(
+        [sys.executable, "-m", "training", *argv],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    expected = "tcmalloc" if find_tcmalloc() else "system"
+    assert load_checkpoint(export).card["hardware"]["allocator"] == expected
+
+
+@pytest.mark.parametrize("preload", ["", "/opt/lib/libjemalloc.so"])
+def test_a_callers_ld_preload_is_left_alone(preload: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Setting LD_PRELOAD, even to nothing, is how a caller keeps the allocator it has."""
+    monkeypatch.setenv("LD_PRELOAD", preload)
+    monkeypatch.setattr(allocator, "find_tcmalloc", lambda: "/usr/lib/libtcmalloc_minimal.so.4")
+    monkeypatch.setattr(os, "execve", _no_restart)
+    allocator.restart_with_tcmalloc(["generate", "--smoke"])
+
+
+def test_without_ld_preload_it_restarts_with_the_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.setattr(allocator, "find_tcmalloc", lambda: "/usr/lib/libtcmalloc_minimal.so.4")
+    calls: list[tuple[str, list[str], dict[str, str]]] = []
+    monkeypatch.setattr(os, "execve", lambda *call: calls.append(call))
+    allocator.restart_with_tcmalloc(["generate", "--smoke"])
+    ((program, args, env),) = calls
+    assert (program, args) == (
+        sys.executable,
+        [sys.executable, "-m", "training", "generate", "--smoke"],
+    )
+    assert env["LD_PRELOAD"] == "/usr/lib/libtcmalloc_minimal.so.4"
+
+
+def _no_restart(*args: Any) -> None:
+    raise AssertionError("restarted although the caller set LD_PRELOAD")
