@@ -169,6 +169,11 @@ class LanguageModelTrainConfig(TrainConfig):
     valid_block: int = setting(2048, "char corpus: characters per validation block")
     test_fraction: float = setting(0.1, "char corpus: the last share of the text, for testing")
     sample_prompts: tuple[str, ...] = setting((), "prompts sampled into the card, a comma list")
+    state_resets: float = setting(
+        0.0,
+        "share of the training streams whose carried state is zeroed before each window, so "
+        "the model also learns to start from nothing and read a short prompt, as a generation does",
+    )
     everyday_data: str | None = setting(
         None,
         "next-word: a folder of reviews (train and test .jsonl or .csv, optionally .gz), "
@@ -181,6 +186,8 @@ class LanguageModelTrainConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not 0.0 <= self.state_resets <= 1.0:
+            raise ValueError(f"state_resets must be within 0..1, got {self.state_resets}")
         if self.everyday_tokens < 0:
             raise ValueError(f"everyday_tokens must be 0 or more, got {self.everyday_tokens}")
         if self.everyday_tokens and self.everyday_data is None:

@@ -60,6 +60,18 @@ class _Objective(nn.Module):
         return -log_probs.mean(), new_state
 
 
+def zero_rows(state: State, rows: torch.Tensor) -> State:
+    """The state with the streams where `rows` (B,) is true set to zeros: they start afresh."""
+    keep = (~rows).to(device=_first(state).device, dtype=_first(state).dtype).view(1, -1, 1)
+    if isinstance(state, tuple):
+        return (state[0] * keep, state[1] * keep)
+    return state * keep
+
+
+def _first(state: State) -> torch.Tensor:
+    return state[0] if isinstance(state, tuple) else state
+
+
 class LanguageModelTask:
     """One run of a language-model task: parallel streams of the training text, cut into
     windows of `bptt` tokens, the state carried from each window to the next."""
@@ -114,6 +126,8 @@ class LanguageModelTask:
         inputs, targets = batch
         device = next(objective.parameters()).device
         state = None if self.state is None else detach_state(self.state)
+        if state is not None and self.config.state_resets > 0:
+            state = zero_rows(state, torch.rand(inputs.shape[0]) < self.config.state_resets)
         loss, self.state = objective(inputs.to(device), targets.to(device), state)
         return loss, inputs.numel()
 
