@@ -53,11 +53,24 @@ def name_dependence(
         return {}
     rng = random.Random(0)
     chosen = rng.sample(found, min(pairs, len(found)))
-    total = 0.0
+    kl = own_loss = swapped_loss = 0.0
     with torch.inference_mode():
         for name, speech in chosen:
             other = rng.choice([n for n in names if n != name])
             own = _log_probs(model, tokenizer, f"{name}:\n", speech)  # (L, V)
             swapped = _log_probs(model, tokenizer, f"{other}:\n", speech)  # (L, V)
-            total += float((own.exp() * (own - swapped)).sum(-1).mean())
-    return {"name_kl_nats_per_char": total / len(chosen), "name_pairs": float(len(chosen))}
+            kl += float((own.exp() * (own - swapped)).sum(-1).mean())
+            # the speech's own characters: how well each prompt, read from nothing as a
+            # generation reads it, predicts what the speaker said
+            said = torch.tensor(tokenizer.encode(speech).ids, device=own.device)[:, None]
+            own_loss -= float(own.gather(1, said).mean())
+            swapped_loss -= float(swapped.gather(1, said).mean())
+    count = len(chosen)
+    return {
+        "name_kl_nats_per_char": kl / count,
+        "name_pairs": float(count),
+        # nats per character of the speech after its own speaker's name, from a zero state
+        "speech_loss_own_name": own_loss / count,
+        # after another speaker's name: above the own name's when the model uses the name
+        "speech_loss_other_name": swapped_loss / count,
+    }

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 
 from models.architectures import LanguageModel
@@ -30,6 +33,7 @@ def test_a_model_that_reads_the_name_scores_above_one_that_cannot() -> None:
     reads = name_dependence(model, tokenizer, PLAY, length=10)
     assert reads["name_pairs"] == 3
     assert reads["name_kl_nats_per_char"] > 0
+    assert reads["speech_loss_own_name"] != reads["speech_loss_other_name"]
     # with its forget gates shut and no recurrent weights, the model keeps nothing of the name
     with torch.no_grad():
         for name, parameter in model.rnn.named_parameters():
@@ -39,3 +43,7 @@ def test_a_model_that_reads_the_name_scores_above_one_that_cannot() -> None:
                 parameter[16:32] = -1e4  # LSTM gate order: input, forget, cell, output
     forgets = name_dependence(model, tokenizer, PLAY, length=10)
     assert forgets["name_kl_nats_per_char"] < 1e-9
+    # the name changes nothing, so either name predicts the speech equally; an untrained model
+    # is near log(vocabulary size) nats per character
+    assert forgets["speech_loss_own_name"] == pytest.approx(forgets["speech_loss_other_name"])
+    assert forgets["speech_loss_own_name"] == pytest.approx(math.log(tokenizer.vocab_size), rel=0.2)
