@@ -309,7 +309,9 @@ class HeldRequest:
             f"POST {path} HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n"
             f"content-length: {len(data)}\r\n\r\n"
         ).encode()
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        # a whole answer may take up to the grace period on a busy machine (2,000 tokens of a
+        # generation that sends nothing before its end)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=GRACE_S)
         self.sock.sendall(head + data[:5])
         self.rest = data[5:]
 

@@ -22,6 +22,7 @@ from models.architectures import LanguageModel, SequenceClassifier, count_parame
 from models.checkpoint import load_checkpoint
 from models.format import FILES, MANIFEST, sha256_file
 from training.__main__ import evaluate, main
+from training.allocator import loaded_allocator
 from training.config import config_as_dict, resolve_config, smoke_overrides
 from training.data import read_text
 from training.export import cpu_name
@@ -165,6 +166,7 @@ def test_card_records_metrics_and_provenance(run: SmokeRun) -> None:
         "torch_threads": 1,
         "processes": 1,
         "platform": platform.platform(),
+        "allocator": loaded_allocator(),  # in-process: whatever this test process runs on
     }
     assert card["versions"] == {
         "python": platform.python_version(),
