@@ -32,9 +32,10 @@ from loadgen import encode
 
 from models.checkpoint import load_checkpoint
 from service import inference
+from training.allocator import find_tcmalloc
 
 ROOT = Path(__file__).resolve().parent.parent
-TCMALLOC = next((str(p) for p in sorted(Path("/usr/lib").glob("*/libtcmalloc_minimal.so.4"))), "")
+TCMALLOC = find_tcmalloc() or ""  # as `make serve` finds it
 LUA = """
 local bodies, i = {}, 0
 for line in io.lines("%s") do bodies[#bodies + 1] = line end

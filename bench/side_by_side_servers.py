@@ -24,12 +24,14 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from training.allocator import find_tcmalloc
+
 BENCH = Path(__file__).resolve().parent
 # as bench/setup_torchserve.sh reads it
 TORCHSERVE_VENV = Path(
     os.environ.get("TORCHSERVE_VENV", BENCH.parent / ".bench" / "torchserve-venv")
 )
-TCMALLOC = next((str(p) for p in sorted(Path("/usr/lib").glob("*/libtcmalloc_minimal.so.4"))), "")
+TCMALLOC = find_tcmalloc() or ""  # as `make serve` finds it
 READY_TIMEOUT_S = 180.0  # a loaded machine takes long to import torch in several processes
 
 

@@ -62,14 +62,13 @@ class _Objective(nn.Module):
 
 def zero_rows(state: State, rows: torch.Tensor) -> State:
     """The state with the streams where `rows` (B,) is true set to zeros: they start afresh."""
-    keep = (~rows).to(device=_first(state).device, dtype=_first(state).dtype).view(1, -1, 1)
+
+    def zeroed(part: torch.Tensor) -> torch.Tensor:  # (layers, B, H)
+        return part * (~rows).to(part).view(1, -1, 1)
+
     if isinstance(state, tuple):
-        return (state[0] * keep, state[1] * keep)
-    return state * keep
-
-
-def _first(state: State) -> torch.Tensor:
-    return state[0] if isinstance(state, tuple) else state
+        return (zeroed(state[0]), zeroed(state[1]))
+    return zeroed(state)
 
 
 class LanguageModelTask:

@@ -19,7 +19,6 @@ from models.checkpoint import load_checkpoint
 from training import allocator
 from training import data as data_module
 from training.__main__ import TASKS, main
-from training.allocator import find_tcmalloc
 from training.config import TASK_CONFIGS, setting_types
 from training.data import Corpus, Remote
 
@@ -165,7 +164,7 @@ def test_the_command_runs_on_tcmalloc_where_the_system_has_it(tmp_path: Path) ->
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    expected = "tcmalloc" if find_tcmalloc() else "system"
+    expected = "tcmalloc" if allocator.find_tcmalloc() else "system"
     assert load_checkpoint(export).card["hardware"]["allocator"] == expected
 
 
