@@ -115,6 +115,31 @@ def architecture_name(config: ModelConfig) -> str:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    """A continuous cache (Grave et al., 2017) beside a language model: the next-token
+    distribution is mixed with one that copies what followed the `window` most recent positions
+    whose hidden states resemble the current one (cosine similarity times `theta`, softmaxed),
+    with `weight` on the copy. Its three values are fitted on validation text (`models.cache`)."""
+
+    window: int
+    theta: float
+    weight: float
+
+    def __post_init__(self) -> None:
+        if isinstance(self.window, bool) or not isinstance(self.window, int):
+            raise ValueError(f"cache.window must be an integer, got {self.window!r}")
+        if not 1 <= self.window <= 100_000:
+            raise ValueError(f"cache.window must be from 1 to 100,000, got {self.window}")
+        if not 0.0 < self.theta <= 1000.0:
+            raise ValueError(f"cache.theta must be in (0, 1000], got {self.theta}")
+        if not 0.0 <= self.weight < 1.0:
+            raise ValueError(f"cache.weight must be in [0, 1), got {self.weight}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     """temperature 0 means greedy; top_k 0 and top_p 1.0 mean no filtering; penalties 0 mean
     none (positive ones discourage tokens already generated, negative ones favour them), and a

@@ -8,7 +8,8 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 import torch
 
 from models.architectures import LanguageModel
-from models.config import SamplingParams
+from models.cache import Memory
+from models.config import CacheConfig, SamplingParams
 from models.recurrent import State
 
 
@@ -123,10 +124,16 @@ def generate_ids(
     max_new_tokens: int,
     params: SamplingParams,
     generator: torch.Generator,
+    cache: CacheConfig | None = None,
 ) -> Iterator[int]:
-    """Yield sampled token ids one at a time; each step feeds one token and carries the state."""
+    """Yield sampled token ids one at a time; each step feeds one token and carries the state.
+    With a `cache`, each distribution is the model's mixed with its continuous cache over the
+    prompt and the text generated so far."""
     if not prompt_ids:
         raise ValueError("prompt_ids must hold at least one token")
+    if cache is not None:
+        yield from _generate_with_cache(model, prompt_ids, max_new_tokens, params, generator, cache)
+        return
     logits, state = prefill(model, prompt_ids)  # (V,)
     device = logits.device
     for _ in range(max_new_tokens):
@@ -136,3 +143,26 @@ def generate_ids(
         step = torch.tensor([[token]], dtype=torch.long, device=device)  # (1, 1)
         step_logits, state = model(step, state)  # (1, 1, V)
         logits = step_logits[0, -1]  # (V,)
+
+
+def _generate_with_cache(
+    model: LanguageModel,
+    prompt_ids: Sequence[int],
+    max_new_tokens: int,
+    params: SamplingParams,
+    generator: torch.Generator,
+    cache: CacheConfig,
+) -> Iterator[int]:
+    device = next(model.parameters()).device
+    tokens = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)  # (1, T)
+    hidden, state = model.features(tokens)  # (1, T, H)
+    memory = Memory(cache, hidden.shape[-1], device)
+    memory.add(hidden[0, :-1], tokens[0, 1:])  # each prompt position and the token after it
+    last = hidden[0, -1]  # (H,)
+    for _ in range(max_new_tokens):
+        token = sample_next(memory.log_probs(model.logits(last), last), params, generator)
+        yield token
+        step = torch.tensor([[token]], dtype=torch.long, device=device)  # (1, 1)
+        memory.add(last[None], step[0])
+        hidden, state = model.features(step, state)  # (1, 1, H)
+        last = hidden[0, -1]

@@ -21,6 +21,7 @@ from typing import Any
 
 from models.config import (
     ARCHITECTURE_CONFIGS,
+    CacheConfig,
     ModelConfig,
     architecture_name,
     config_from_dict,
@@ -81,8 +82,11 @@ class CheckpointConfig:
     head_tokens: int = 0
     # classifiers: logits are divided by it before the softmax (fitted on validation data)
     temperature: float = 1.0
+    # language models: a continuous cache mixed into the next-token distribution (None: none)
+    cache: CacheConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        cache = {"cache": self.cache.to_dict()} if self.cache is not None else {}
         return {
             "format_version": FORMAT_VERSION,
             "task": self.task,
@@ -94,6 +98,7 @@ class CheckpointConfig:
             "head_tokens": self.head_tokens,
             "temperature": self.temperature,
             "dtype": self.dtype,
+            **cache,
         }
 
 
@@ -204,10 +209,13 @@ def read_config(path: Path) -> CheckpointConfig:
             dtype=data.get("dtype", "float32"),
             head_tokens=int(data.get("head_tokens", 0)),
             temperature=float(data.get("temperature", 1.0)),
+            cache=_cache(data.get("cache")),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise InvalidConfigError(f"{CONFIG}: invalid ({type(error).__name__}: {error})") from None
     _check_sizes(config)
+    if config.cache is not None and config.task == "sentiment":
+        raise InvalidConfigError(f"{CONFIG}: a cache belongs to a language model, not sentiment")
     if not config.temperature > 0:
         raise InvalidConfigError(f"{CONFIG}: temperature must be positive")
     if not 0 <= config.head_tokens <= config.max_length:
@@ -218,6 +226,15 @@ def read_config(path: Path) -> CheckpointConfig:
             f"{STORAGE_DTYPE_NAMES}"
         )
     return config
+
+
+def _cache(data: object) -> CacheConfig | None:
+    """config.json's `cache` object, or None where there is none."""
+    if data is None:
+        return None
+    if not isinstance(data, dict) or sorted(data) != ["theta", "weight", "window"]:
+        raise ValueError(f"cache must be an object of window, theta and weight, got {data!r}")
+    return CacheConfig(data["window"], float(data["theta"]), float(data["weight"]))
 
 
 # Bounds on the sizes config.json may declare: a checkpoint is read before its weights are, and

@@ -90,6 +90,7 @@ async def _load(state: ServiceState, on_fatal: Callable[[str], None] | None) -> 
             # text's states live on one engine: more engines need no more cache in all)
             cache_bytes=settings.cache_mb * 2**20 // max(1, count),
             nice=settings.engine_nice,
+            continuous_cache=settings.continuous_cache,
         )
         failures = await state.engine.start(spec, count)
         registry.finish(failures, time.perf_counter() - started)

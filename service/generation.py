@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 import torch
 
 from models.architectures import LanguageModel
-from models.config import SamplingParams
+from models.cache import Memory
+from models.config import CacheConfig, SamplingParams
 from models.decoding import apply_penalties, make_generator, sample_next
 from models.recurrent import State, concat_states, select_state, without_onednn
 from models.tokenizers import Tokenizer
 from service.engine.operations import Event, FinishEvent, TokenEvent, TokenLogprob
-from service.prefix_cache import PrefixCache, read_prefixes
+from service.prefix_cache import PrefixCache, ReadPrompt, read_prompts
 
 logger = logging.getLogger("lstm_serve.generation")
 
@@ -78,6 +79,10 @@ class _Sequence:
     pending: list[TokenLogprob] = field(default_factory=list)  # not yet sent with an event
     # the prompt's distinct tokens, for the repetition penalty (once, not at every step)
     prompt_tokens: frozenset[int] = frozenset()
+    # with a continuous cache: the text's (hidden state, next token) pairs so far, and the hidden
+    # state `logits` came from
+    memory: Memory | None = None
+    hidden: torch.Tensor | None = None
 
     def release(self) -> tuple[TokenLogprob, ...]:
         released, self.pending = tuple(self.pending), []
@@ -88,7 +93,12 @@ class GenerationScheduler:
     """Lives on the engine's inference thread; `submit` may be called from any thread."""
 
     def __init__(
-        self, model: LanguageModel, tokenizer: Tokenizer, max_active: int, cache: PrefixCache | None
+        self,
+        model: LanguageModel,
+        tokenizer: Tokenizer,
+        max_active: int,
+        cache: PrefixCache | None,
+        continuous: CacheConfig | None = None,
     ) -> None:
         self.model, self.tokenizer, self.max_active, self.cache = (
             model,
@@ -96,6 +106,7 @@ class GenerationScheduler:
             max_active,
             cache,
         )
+        self.continuous = continuous  # the checkpoint's continuous cache, if it has one
         self.device = next(model.parameters()).device
         self._incoming: deque[GenerationRequest] = deque()
         self._lock = threading.Lock()
@@ -131,9 +142,10 @@ class GenerationScheduler:
                 waiting.append(request)
         if not waiting:
             return
-        read: list[tuple[torch.Tensor, State] | None]
+        read: list[ReadPrompt | None]
         try:
-            read = list(read_prefixes(self.model, [r.prompt_ids for r in waiting], self.cache))
+            prompts = [r.prompt_ids for r in waiting]
+            read = list(read_prompts(self.model, prompts, self.cache, self.continuous))
         except Exception:  # read each alone, so one bad prompt fails only itself
             logger.exception("prefill of %d prompts failed", len(waiting))
             read = [self._read_alone(r) for r in waiting]
@@ -142,7 +154,8 @@ class GenerationScheduler:
             if prefix is not None:
                 generator = make_generator(request.seed)
                 scanner = StopScanner(request.stop)
-                sequence = _Sequence(request, generator, *prefix, scanner)
+                sequence = _Sequence(request, generator, prefix.logits, prefix.state, scanner)
+                sequence.memory, sequence.hidden = prefix.memory, prefix.hidden
                 if request.params.repetition_penalty != 1.0:
                     sequence.prompt_tokens = frozenset(request.prompt_ids)
                 joining.append(sequence)
@@ -152,9 +165,9 @@ class GenerationScheduler:
         self._active = joining + self._active
         self._joined += len(joining)
 
-    def _read_alone(self, request: GenerationRequest) -> tuple[torch.Tensor, State] | None:
+    def _read_alone(self, request: GenerationRequest) -> ReadPrompt | None:
         try:
-            return read_prefixes(self.model, [request.prompt_ids], self.cache)[0]
+            return read_prompts(self.model, [request.prompt_ids], self.cache, self.continuous)[0]
         except Exception as error:
             logger.exception("prefill failed")
             request.emit(FinishEvent("", 0, "error", type(error).__name__))
@@ -195,7 +208,8 @@ class GenerationScheduler:
         try:
             state = concat_states([s.state for s in running])
             with without_onednn():
-                logits, new_state = self.model(tokens, state)  # (B, 1, V)
+                hidden, new_state = self.model.features(tokens, state)  # (B, 1, H)
+                logits = self.model.logits(hidden)  # (B, 1, V)
         except Exception as error:  # the sequences of this step fail; the next step is clean
             logger.exception("generation step of %d sequences failed", len(running))
             for sequence in running:  # kept, they would go on from stale logits and state
@@ -208,6 +222,8 @@ class GenerationScheduler:
             return
         for row, sequence in enumerate(running):
             sequence.logits = logits[row, -1]
+            if sequence.memory is not None:
+                sequence.hidden = hidden[row, -1]
             sequence.state = select_state(new_state, torch.tensor([row], device=self.device))
 
     def _advance(self, sequence: _Sequence) -> bool:
@@ -215,9 +231,14 @@ class GenerationScheduler:
         request = sequence.request
         if time.monotonic() > request.deadline:
             return self._finish(sequence, "time_limit")
-        allowed = sequence.logits.index_fill(0, self._banned, float("-inf"))
+        distribution = sequence.logits
+        if sequence.memory is not None and sequence.hidden is not None:
+            distribution = sequence.memory.log_probs(distribution, sequence.hidden)
+        allowed = distribution.index_fill(0, self._banned, float("-inf"))
         logits = apply_penalties(allowed, sequence.counts, request.params, sequence.prompt_tokens)
         token = sample_next(logits, request.params, sequence.generator)
+        if sequence.memory is not None and sequence.hidden is not None:
+            sequence.memory.add(sequence.hidden[None], torch.tensor([token]))
         sequence.counts[token] += 1
         piece = self.tokenizer.show(token, sequence.scanner.text)
         if request.logprobs is not None:

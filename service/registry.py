@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from models.config import CacheConfig
 from models.format import CheckpointError, CheckpointInfo, read_info
 from service.errors import ModelNotFound, ModelUnavailable, NotReady
 from service.settings import Settings
@@ -135,6 +136,10 @@ class Registry:
             )
         return name, loaded_model
 
+    def _continuous_cache(self, cache: CacheConfig | None) -> dict[str, Any] | None:
+        """The continuous cache generation uses: the checkpoint's, unless the setting is off."""
+        return cache.to_dict() if cache is not None and self.settings.continuous_cache else None
+
     def describe(self) -> list[dict[str, Any]]:
         out = []
         for name, loaded in self.models.items():
@@ -155,6 +160,7 @@ class Registry:
                     "dataset": checkpoint.card.get("dataset", {}).get("name"),
                     "device": self.device,
                     "dtype": self.settings.dtype,
+                    "continuous_cache": self._continuous_cache(checkpoint.config.cache),
                     "status": "ready",
                 }
             )

@@ -337,6 +337,14 @@ class ModelInfo(BaseModel):
     dataset: str | None = None
     device: str | None = None
     dtype: str | None = None
+    continuous_cache: dict[str, float] | None = Field(
+        None,
+        description="The continuous cache generation mixes into the model's next-token "
+        "distribution (window, theta, weight; fitted on validation text): the text read so far, "
+        "the prompt included, can be copied. Null: none (the checkpoint has none, or "
+        "LSTM_SERVE_CONTINUOUS_CACHE is off). `metrics.loss` is measured with it, "
+        "`metrics.loss_without_cache` without.",
+    )
     error: str | None = None
 
 

@@ -16,13 +16,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from models.architectures import count_parameters
+from models.architectures import LanguageModel, count_parameters
 from models.checkpoint import STORAGE_DTYPES, Checkpoint, load_checkpoint, save_checkpoint
 from models.devices import DeviceError, resolve_device
 from models.format import CheckpointConfig
 from models.tokenizers import Tokenizer
 from training import language, sentiment
 from training.allocator import restart_with_tcmalloc
+from training.cache_fit import fit_cache
 from training.config import (
     TASK_CONFIGS,
     LanguageModelTrainConfig,
@@ -181,6 +182,41 @@ def evaluate(
     return TASKS[loaded.config.task].evaluate(loaded, config)
 
 
+def fit_checkpoint_cache(checkpoint: str, data: str | None, threads: int) -> dict[str, float]:
+    """Fit a generate checkpoint's continuous cache on its training run's validation split,
+    re-measure the test split with it, and rewrite the checkpoint (weights unchanged)."""
+    torch.set_num_threads(threads)
+    loaded = load_checkpoint(checkpoint)
+    if loaded.config.task != "generate" or not isinstance(loaded.model, LanguageModel):
+        raise SettingError(f"{checkpoint}: a continuous cache is fitted to generate checkpoints")
+    config = _card_config(loaded, data)
+    assert isinstance(config, LanguageModelTrainConfig)
+    kind = language.GENERATE
+    splits = kind.load(config)
+    valid = language.streams(kind.encode(loaded.tokenizer, splits.valid), config.eval_batch_size)
+    cache, report = fit_cache(loaded.model, valid, config.eval_bptt, config.max_eval_batches)
+    ids = kind.encode(loaded.tokenizer, splits.test)
+    test = kind.measure(loaded.model, loaded.tokenizer, cache, ids, splits.test, config)
+    card = {**loaded.card, "cache": report}
+    samples = language.card_samples(
+        loaded.model, loaded.tokenizer, cache, config.sample_prompts, kind.sample_length,
+        config.seed,
+    )  # fmt: skip
+    if samples:
+        card["samples"] = samples
+    card["metrics"] = {**card.get("metrics", {}), "test": test}
+    card["config"] = {**card.get("config", {}), "fit_cache": True}
+    new_config = dataclasses.replace(loaded.config, cache=cache)
+    save_checkpoint(checkpoint, loaded.model, new_config, loaded.tokenizer, card)
+    chosen = cache.to_dict() if cache is not None else {}
+    return {
+        **{f"cache_{k}": float(v) for k, v in chosen.items()},
+        "validation_loss_without_cache": float(report["validation_loss_without_cache"]),  # type: ignore[arg-type]
+        "validation_loss": float(report["validation_loss"]),  # type: ignore[arg-type]
+        **{f"test_{k}": v for k, v in test.items()},
+    }
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -198,6 +234,16 @@ def _parser() -> argparse.ArgumentParser:
         )
         add_config_flags(sub, cls, name)
     sub = commands.add_parser("calibrate", help="fit a sentiment checkpoint's temperature")
+    sub.add_argument("checkpoint", help="the checkpoint directory (rewritten in place)")
+    sub.add_argument("--data", help="the data set it was trained on (default: download it)")
+    sub.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    sub = commands.add_parser(
+        "fit-cache",
+        help="fit a generate checkpoint's continuous cache on validation",
+        description="Fit the continuous cache (models/cache.py) of a generate checkpoint on its "
+        "run's validation split, measure the test split with it, and rewrite the checkpoint's "
+        "config and card (weights unchanged).",
+    )
     sub.add_argument("checkpoint", help="the checkpoint directory (rewritten in place)")
     sub.add_argument("--data", help="the data set it was trained on (default: download it)")
     sub.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
@@ -220,9 +266,11 @@ class SettingError(ValueError):
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> None:
-    if args.command in ("calibrate", "evaluate"):
+    if args.command in ("calibrate", "fit-cache", "evaluate"):
         if args.command == "calibrate":
             metrics = calibrate(args.checkpoint, args.data, args.threads)
+        elif args.command == "fit-cache":
+            metrics = fit_checkpoint_cache(args.checkpoint, args.data, args.threads)
         else:
             metrics = evaluate(
                 args.checkpoint, args.data, args.threads, args.device, args.everyday_data

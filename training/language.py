@@ -3,6 +3,7 @@ Shakespeare), trained with truncated backpropagation through time over parallel 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -13,8 +14,9 @@ import torch
 from torch import nn
 
 from models.architectures import LanguageModel, build_model
+from models.cache import WindowedMemory
 from models.checkpoint import Checkpoint
-from models.config import SamplingParams
+from models.config import CacheConfig, SamplingParams
 from models.decoding import generate_ids, make_generator
 from models.format import CheckpointConfig
 from models.recurrent import State, detach_state
@@ -28,6 +30,7 @@ from models.tokenizers import (
     is_word,
 )
 from models.wordtext import WIKITEXT
+from training.cache_fit import fit_cache
 from training.config import LanguageModelTrainConfig, TrainConfig
 from training.everyday import encode_reviews, load_everyday
 from training.speakers import name_dependence
@@ -144,34 +147,41 @@ class LanguageModelTask:
         """Measure the test split once and sample the card's prompts."""
         assert isinstance(model, LanguageModel)
         device = next(model.parameters()).device
-        test = evaluate_ids(
-            model,
-            self.test_ids.to(device),
-            self.config.eval_batch_size,
-            self.config.eval_bptt,
-            self.config.max_eval_batches,
-            self.kind.top_k,
-            word_mask(self.tokenizer) if self.kind.top_k else None,
-        )
-        if self.kind.text_measure is not None:
-            test.update(self.kind.text_measure(model, self.tokenizer, self.splits.test))
+        card: dict[str, object] = {}
+        checkpoint_config = self.checkpoint_config
+        if self.config.fit_cache:
+            valid = streams(self.valid_ids, self.config.eval_batch_size).to(device)
+            cache, card["cache"] = fit_cache(
+                model, valid, self.config.eval_bptt, self.config.max_eval_batches
+            )
+            checkpoint_config = dataclasses.replace(checkpoint_config, cache=cache)
+        test = self.kind.measure(
+            model, self.tokenizer, checkpoint_config.cache, self.test_ids, self.splits.test,
+            self.config,
+        )  # fmt: skip
         everyday = {
             split: measure_words(model, self.tokenizer, ids.to(device), self.config)
             for split, ids in self.everyday.items()
         }
         test.update({f"everyday_{k}": v for k, v in everyday.get("test", {}).items()})
         samples = card_samples(
-            model, self.tokenizer, self.config.sample_prompts, self.kind.sample_length,
-            self.config.seed,
+            model, self.tokenizer, checkpoint_config.cache, self.config.sample_prompts,
+            self.kind.sample_length, self.config.seed,
         )  # fmt: skip
-        card: dict[str, object] = {"samples": samples} if samples else {}
+        if samples:
+            card["samples"] = samples
         if "valid" in everyday:
             card["everyday_validation"] = everyday["valid"]
-        return Finished(self.checkpoint_config, test, self.splits.name, self.splits.sha256, card)
+        return Finished(checkpoint_config, test, self.splits.name, self.splits.sha256, card)
 
 
 def card_samples(
-    model: LanguageModel, tokenizer: Tokenizer, prompts: Sequence[str], length: int, seed: int
+    model: LanguageModel,
+    tokenizer: Tokenizer,
+    cache: CacheConfig | None,
+    prompts: Sequence[str],
+    length: int,
+    seed: int,
 ) -> list[dict[str, str]]:
     """A few samples for the card, each prompt with its own seed (seed, seed + 1, ...)."""
     params = SamplingParams(temperature=0.8, top_k=0, top_p=0.95)
@@ -179,7 +189,8 @@ def card_samples(
     for number, prompt in enumerate(prompts):
         ids = tokenizer.read(prompt)  # as the service reads a prompt
         text = prompt
-        for token in generate_ids(model, ids, length, params, make_generator(seed + number)):
+        generator = make_generator(seed + number)
+        for token in generate_ids(model, ids, length, params, generator, cache):
             text += tokenizer.show(token, text)  # and shows what follows
         out.append(
             {
@@ -201,15 +212,21 @@ def evaluate_ids(
     max_batches: int = 0,
     top_k: tuple[int, ...] = (),
     words: torch.Tensor | None = None,
+    cache: CacheConfig | None = None,
 ) -> dict[str, float]:
     """Mean next-token loss in nats over every position (state carried), perplexity, bits per
     token, and top-k accuracy for each k asked for (needs full distributions: slower). With
     `words` (V,), True at the ids that are words, also what a person typing sees: top-3 counted
     on word targets among the 3 most likely words, and the share of the raw top-3 that is not
-    a word (punctuation, line ends)."""
+    a word (punctuation, line ends). With a `cache`, of the model and its continuous cache, as
+    decoding computes them."""
     device = next(model.parameters()).device
     data = streams(ids, batch_size).to(device)
     state: State | None = None
+    if cache is not None and top_k:
+        # top-k needs every position's whole mixed distribution; not built for a word vocabulary
+        raise ValueError("top-k accuracies are not measured with a continuous cache")
+    memory = WindowedMemory(cache) if cache is not None else None
     nll, count = 0.0, 0
     hits = dict.fromkeys(top_k, 0)
     word_hits, word_targets, nonword_slots = 0, 0, 0
@@ -224,7 +241,12 @@ def evaluate_ids(
             inputs = inputs[:, : targets.shape[1]]
             hidden, state = model.features(inputs, state)
             flat, flat_targets = hidden.reshape(-1, hidden.shape[-1]).float(), targets.reshape(-1)
-            nll -= float(model.target_log_probs(flat, flat_targets).sum())
+            target_log_probs = model.target_log_probs(flat, flat_targets)  # (B * T,)
+            if memory is not None:
+                target_log_probs = memory.target_log_probs(
+                    target_log_probs.view(targets.shape), hidden, targets
+                ).reshape(-1)
+            nll -= float(target_log_probs.sum())
             count += flat_targets.numel()
             for chunk in range(0, flat.shape[0], 1024) if top_k else ():
                 logits = model.logits(flat[chunk : chunk + 1024])
@@ -313,11 +335,15 @@ class TextTask:
     top_k: tuple[int, ...]  # top-k accuracies the test split reports
     sample_length: int  # tokens sampled per prompt for the card
     # more test measures that read the test text itself (how the model reads its prompt)
-    text_measure: Callable[[LanguageModel, Tokenizer, str], dict[str, float]] | None = None
+    text_measure: (
+        Callable[[LanguageModel, Tokenizer, str, CacheConfig | None], dict[str, float]] | None
+    ) = None
 
     def build(self, config: TrainConfig) -> tuple[LanguageModelTask, nn.Module]:
         """Data, tokenizer (fitted on the training split), model and checkpoint config."""
         config = _language_config(config)
+        if config.fit_cache and self.top_k:
+            raise ValueError(f"fit_cache is a generate setting, not one of {self.name}")
         splits = self.load(config)
         tokenizer = self.fit(splits.train)
         vocab_size = tokenizer.vocab_size
@@ -356,22 +382,41 @@ class TextTask:
             ids["train"] = torch.cat([train, mixed])
         return ids
 
+    def measure(
+        self,
+        model: LanguageModel,
+        tokenizer: Tokenizer,
+        cache: CacheConfig | None,
+        ids: torch.Tensor,
+        text: str,
+        config: LanguageModelTrainConfig,
+    ) -> dict[str, float]:
+        """The test metrics of a model (and its cache) on the test split's ids and text."""
+        device = next(model.parameters()).device
+        words = word_mask(tokenizer) if self.top_k else None
+
+        def measured(with_cache: CacheConfig | None) -> dict[str, float]:
+            return evaluate_ids(
+                model, ids.to(device), config.eval_batch_size, config.eval_bptt,
+                config.max_eval_batches, self.top_k, words, with_cache,
+            )  # fmt: skip
+
+        metrics = measured(cache)
+        if cache is not None:  # what the cache buys: the model alone on the same text
+            metrics["loss_without_cache"] = measured(None)["loss"]
+        if self.text_measure is not None:
+            metrics.update(self.text_measure(model, tokenizer, text, cache))
+        return metrics
+
     def evaluate(self, checkpoint: Checkpoint, config: TrainConfig) -> dict[str, float]:
         config = _language_config(config)
         if not isinstance(checkpoint.model, LanguageModel):
             raise TypeError(f"{checkpoint.name}: not a language model")
         text = self.load(config).test
-        metrics = evaluate_ids(
-            checkpoint.model,
-            self.encode(checkpoint.tokenizer, text),
-            config.eval_batch_size,
-            config.eval_bptt,
-            config.max_eval_batches,
-            self.top_k,
-            word_mask(checkpoint.tokenizer) if self.top_k else None,
+        ids = self.encode(checkpoint.tokenizer, text)
+        metrics = self.measure(
+            checkpoint.model, checkpoint.tokenizer, checkpoint.config.cache, ids, text, config
         )
-        if self.text_measure is not None:
-            metrics.update(self.text_measure(checkpoint.model, checkpoint.tokenizer, text))
         if config.everyday_data is not None:
             # the test reviews as the card's test metrics name them, and the held-out training
             # reviews (what a run's card records as everyday_validation, for choosing)

@@ -13,6 +13,8 @@ import re
 import torch
 
 from models.architectures import LanguageModel
+from models.cache import WindowedMemory
+from models.config import CacheConfig
 from models.tokenizers import Tokenizer
 
 # a speaker's line: after a blank line (a new speech), a capitalised name and a colon, alone on
@@ -31,19 +33,31 @@ def speeches(text: str, length: int) -> list[tuple[str, str]]:
 
 
 def _log_probs(
-    model: LanguageModel, tokenizer: Tokenizer, prompt: str, speech: str
+    model: LanguageModel,
+    tokenizer: Tokenizer,
+    prompt: str,
+    speech: str,
+    cache: CacheConfig | None = None,
 ) -> torch.Tensor:
-    """Log-probabilities (len(speech), V) of each character of the speech, after the prompt."""
+    """Log-probabilities (len(speech), V) of each character of the speech, after the prompt (of
+    the model and its continuous cache, where it has one)."""
     device = next(model.parameters()).device
-    ids = tokenizer.encode(prompt + speech).ids
-    tokens = torch.tensor([ids[:-1]], device=device)  # (1, T-1): each position predicts the next
-    logits, _ = model(tokens)  # (1, T-1, V)
+    ids = torch.tensor([tokenizer.encode(prompt + speech).ids], device=device)  # (1, T)
+    hidden, _ = model.features(ids[:, :-1])  # (1, T-1, H): each position predicts the next
+    log_probs = torch.log_softmax(model.logits(hidden).float(), -1)  # (1, T-1, V)
+    if cache is not None:
+        log_probs = WindowedMemory(cache).log_probs(log_probs, hidden, ids[:, 1:])
     start = len(tokenizer.encode(prompt).ids) - 1  # the position that predicts the speech's first
-    return torch.log_softmax(logits[0, start:].float(), -1)  # (len(speech), V)
+    return log_probs[0, start:]  # (len(speech), V)
 
 
 def name_dependence(
-    model: LanguageModel, tokenizer: Tokenizer, text: str, pairs: int = 100, length: int = 200
+    model: LanguageModel,
+    tokenizer: Tokenizer,
+    text: str,
+    cache: CacheConfig | None = None,
+    pairs: int = 100,
+    length: int = 200,
 ) -> dict[str, float]:
     """Mean per-character KL(p(. | A:\\n speech) || p(. | B:\\n speech)) over `pairs` speeches of
     the text, A the speech's own speaker and B another speaker of the text (fixed choices)."""
@@ -57,8 +71,8 @@ def name_dependence(
     with torch.inference_mode():
         for name, speech in chosen:
             other = rng.choice([n for n in names if n != name])
-            own = _log_probs(model, tokenizer, f"{name}:\n", speech)  # (L, V)
-            swapped = _log_probs(model, tokenizer, f"{other}:\n", speech)  # (L, V)
+            own = _log_probs(model, tokenizer, f"{name}:\n", speech, cache)  # (L, V)
+            swapped = _log_probs(model, tokenizer, f"{other}:\n", speech, cache)  # (L, V)
             kl += float((own.exp() * (own - swapped)).sum(-1).mean())
             # the speech's own characters: how well each prompt, read from nothing as a
             # generation reads it, predicts what the speaker said

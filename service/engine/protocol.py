@@ -71,6 +71,7 @@ class EngineSpec:
     max_active_generations: int
     cache_bytes: int
     nice: int = 0  # added to an engine process's nice value: a lower priority than the HTTP one
+    continuous_cache: bool = True  # generate with a checkpoint's continuous cache, if it has one
 
 
 @dataclass(frozen=True, slots=True)

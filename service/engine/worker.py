@@ -181,6 +181,7 @@ class Worker:
                         checkpoint.tokenizer,
                         self.spec.max_active_generations,
                         served.cache,
+                        checkpoint.config.cache if self.spec.continuous_cache else None,
                     )
                 warm_up(served)
             except Exception as error:  # reported to the HTTP process, which decides

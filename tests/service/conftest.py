@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from models.architectures import LanguageModel, SequenceClassifier, count_parameters
 from models.checkpoint import save_checkpoint
-from models.config import ClassifierConfig, LanguageModelConfig
+from models.config import CacheConfig, ClassifierConfig, LanguageModelConfig
 from models.format import CheckpointConfig
 from models.tokenizers import CharTokenizer, fit_word_tokenizer
 from service.settings import Settings
@@ -66,6 +66,9 @@ def _no_service_environment() -> Iterator[None]:
         yield
 
 
+GENERATE_CACHE = CacheConfig(window=64, theta=20.0, weight=0.1)
+
+
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Checkpoints:
     root = tmp_path_factory.mktemp("artifacts")
@@ -112,7 +115,11 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Checkpoints:
         )
     )
     config = CheckpointConfig(
-        task="generate", model=char_lm.config, tokenizer="char", max_length=CHAR_MAX_LENGTH
+        task="generate",
+        model=char_lm.config,
+        tokenizer="char",
+        max_length=CHAR_MAX_LENGTH,
+        cache=GENERATE_CACHE,  # as the shipped one carries one: every generation test uses it
     )
     cards["generate"] = _card(0.125)
     save_checkpoint(root / "generate", char_lm, config, chars, cards["generate"])

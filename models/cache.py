@@ -1,0 +1,170 @@
+"""The continuous cache (Grave et al., 2017, "Improving neural language models with a continuous
+cache"): the model's next-token distribution mixed with one that copies what followed recent
+positions whose hidden states resemble the current one,
+
+    p(w) = (1 - weight) p_model(w) + weight * sum_i softmax_i(theta * cos(h_t, h_i)) [x_{i+1} = w]
+
+over the `window` positions i < t read before. It costs no training: the three values are fitted
+on validation text. A name or word the model never saw in training, once read, can be copied:
+the text read so far, the prompt included, steers what follows. Evaluation (`WindowedMemory`:
+parallel streams read window by window) and decoding (`Memory`: one sequence, token by token)
+compute the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional
+
+from models.config import CacheConfig
+
+
+def keys_of(hidden: torch.Tensor) -> torch.Tensor:
+    """Hidden states (..., H) as the cache compares them: float32, unit length."""
+    return functional.normalize(hidden.float(), dim=-1)
+
+
+def mix(log_probs: torch.Tensor, copy: torch.Tensor, weight: float) -> torch.Tensor:
+    """log((1 - weight) p_model + weight p_copy) from model log-probabilities and copy
+    probabilities of the same shape (a copy probability of 0 leaves (1 - weight) p_model)."""
+    model_part = log_probs.float() + math.log1p(-weight)
+    if weight == 0:
+        return model_part
+    return torch.logaddexp(model_part, torch.log(copy.float()) + math.log(weight))
+
+
+class Memory:
+    """One sequence's last `window` (key, next token) pairs, for decoding token by token. Kept in
+    a buffer that grows to the window, then is overwritten oldest first."""
+
+    def __init__(self, config: CacheConfig, hidden_dim: int, device: torch.device) -> None:
+        self.config = config
+        self.keys = torch.empty(0, hidden_dim, device=device)  # (capacity, H), unit length
+        self.ids = torch.empty(0, dtype=torch.long, device=device)  # (capacity,)
+        self.size = 0  # pairs held
+        self.next = 0  # where the next pair goes
+
+    @property
+    def nbytes(self) -> int:
+        return self.keys.untyped_storage().nbytes() + self.ids.untyped_storage().nbytes()
+
+    def copy(self) -> Memory:
+        """An independent copy holding the same pairs (compact: no spare capacity)."""
+        twin = Memory(self.config, self.keys.shape[1], self.keys.device)
+        order = self._order()
+        twin.keys, twin.ids = self.keys[order].clone(), self.ids[order].clone()
+        twin.size, twin.next = self.size, self.size % self.config.window
+        return twin
+
+    def _order(self) -> torch.Tensor:
+        """Indices of the pairs held, oldest first."""
+        start = self.next if self.size == self.keys.shape[0] else 0
+        return (torch.arange(self.size, device=self.keys.device) + start) % max(1, self.size)
+
+    def add(self, hidden: torch.Tensor, next_ids: torch.Tensor) -> None:
+        """Remember hidden states (T, H) and the token that followed each (T,)."""
+        window = self.config.window
+        count = min(window, hidden.shape[0])
+        if not count:  # a one-token prompt has no pair yet
+            return
+        if self.size + count > self.keys.shape[0] and self.keys.shape[0] < window:
+            self._grow(min(window, max(64, 2 * self.keys.shape[0], self.size + count)))
+        capacity = self.keys.shape[0]  # the window itself once a write would wrap
+        if count == 1:  # a generated token: one row, without building an index
+            torch.mul(hidden[-1], 1 / _norm(hidden[-1]), out=self.keys[self.next])
+            self.ids[self.next] = next_ids[-1]
+        else:
+            places = (self.next + torch.arange(count, device=self.keys.device)) % capacity
+            self.keys[places] = keys_of(hidden[-count:])
+            self.ids[places] = next_ids[-count:].to(self.ids.device)
+        self.next = (self.next + count) % capacity
+        self.size = min(capacity, self.size + count)
+
+    def _grow(self, capacity: int) -> None:
+        order = self._order()
+        keys = self.keys.new_empty(capacity, self.keys.shape[1])
+        ids = self.ids.new_empty(capacity)
+        keys[: self.size], ids[: self.size] = self.keys[order], self.ids[order]
+        self.keys, self.ids, self.next = keys, ids, self.size
+
+    def log_probs(self, logits: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """The cache's next-token log-probabilities (V,) from the model's logits (V,) and the
+        hidden state (H,) they came from; the model's own when nothing is held yet. (Computed
+        in probabilities, in few operations: it runs for every token of every stream.)"""
+        if not self.size:
+            return torch.log_softmax(logits.float(), -1)
+        keys, ids = self.keys[: self.size], self.ids[: self.size]
+        scores = keys @ hidden.float()  # (M,): cosines times |hidden|
+        weights = torch.softmax(scores * (self.config.theta / _norm(hidden)), -1)  # (M,)
+        probs = torch.softmax(logits.float(), -1) * (1 - self.config.weight)  # (V,)
+        probs.index_add_(0, ids, weights, alpha=self.config.weight)
+        return probs.log_()
+
+
+def _norm(vector: torch.Tensor) -> float:
+    """The length of a vector, at least the one `functional.normalize` divides by."""
+    return max(float(torch.linalg.vector_norm(vector.float())), 1e-12)
+
+
+class WindowedMemory:
+    """B parallel streams read window by window (evaluation): the last `window` keys of each
+    stream carried from one window to the next."""
+
+    def __init__(self, config: CacheConfig) -> None:
+        self.config = config
+        self.keys: torch.Tensor | None = None  # (B, M, H)
+        self.ids: torch.Tensor | None = None  # (B, M)
+
+    def weights(
+        self, hidden: torch.Tensor, next_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For hidden states (B, T, H) and the token after each (B, T): each position's weights
+        over the pairs before it (B, T, M + T), those pairs' tokens (B, M + T), and whether a
+        position has any pair before it (B, T). Then remembers the window."""
+        keys = keys_of(hidden)  # (B, T, H)
+        if self.keys is not None and self.ids is not None:
+            every_key = torch.cat([self.keys, keys], 1)  # (B, M + T, H)
+            every_id = torch.cat([self.ids, next_ids], 1)  # (B, M + T)
+        else:
+            every_key, every_id = keys, next_ids
+        held, steps = every_key.shape[1] - keys.shape[1], keys.shape[1]
+        query = torch.arange(steps, device=keys.device)[:, None] + held  # (T, 1)
+        key = torch.arange(every_key.shape[1], device=keys.device)[None, :]  # (1, M + T)
+        # pair j serves position t when it was read before t, at most `window` positions back
+        allowed = (key < query) & (key >= query - self.config.window)  # (T, M + T)
+        scores = self.config.theta * (keys @ every_key.transpose(1, 2))  # (B, T, M + T)
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        has = allowed.any(-1).expand(keys.shape[0], -1)  # (B, T)
+        weights = torch.softmax(scores, -1).nan_to_num(0.0)  # a row with no pair: all 0
+        self.keys = every_key[:, -self.config.window :]
+        self.ids = every_id[:, -self.config.window :]
+        return weights, every_id, has
+
+    def copy_probs(
+        self, hidden: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The copy distribution's probability of each target (B, T), from the hidden states
+        (B, T, H) and the targets (B, T), which are also the tokens that followed each position;
+        and whether a position has any pair before it (B, T)."""
+        weights, ids, has = self.weights(hidden, targets)
+        return (weights * (ids[:, None, :] == targets[:, :, None])).sum(-1), has
+
+    def target_log_probs(
+        self, target_log_probs: torch.Tensor, hidden: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        """The cache's log p(target) (B, T) from the model's (B, T) and `copy_probs`' inputs."""
+        copy, has = self.copy_probs(hidden, targets)
+        mixed = mix(target_log_probs, copy, self.config.weight)
+        return torch.where(has, mixed, target_log_probs.float())
+
+    def log_probs(
+        self, log_probs: torch.Tensor, hidden: torch.Tensor, next_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """Full distributions (B, T, V) from the model's log-probabilities (B, T, V)."""
+        weights, ids, has = self.weights(hidden, next_ids)
+        index = ids[:, None, :].expand(-1, weights.shape[1], -1)  # (B, T, M + T)
+        copy = torch.zeros_like(log_probs, dtype=torch.float32).scatter_add_(2, index, weights)
+        mixed = mix(log_probs, copy, self.config.weight)
+        return torch.where(has[..., None], mixed, log_probs.float())

@@ -1,0 +1,117 @@
+"""A model with a continuous cache is served as it is measured: a seed gives the same text alone,
+in a busy batch and from cached prefixes (with their memories), and the log-probabilities the
+engine reports are those of the mixed distribution, as evaluation computes them."""
+
+from __future__ import annotations
+
+import torch
+
+from models.architectures import LanguageModel
+from models.cache import WindowedMemory
+from models.config import CacheConfig, LanguageModelConfig, SamplingParams
+from models.tokenizers import CharTokenizer
+from service.engine.operations import Event, FinishEvent, TokenEvent
+from service.generation import GenerationRequest, GenerationScheduler
+from service.prefix_cache import PrefixCache
+from tests.service.conftest import SettingsFactory
+from tests.service.support import serve
+
+TEXT = "to be or not to be, that is the question\n"
+CACHE = CacheConfig(window=12, theta=20.0, weight=0.5)  # a window the text outgrows
+
+
+def _model(vocab: int) -> LanguageModel:
+    torch.manual_seed(0)
+    config = LanguageModelConfig(vocab_size=vocab, embed_dim=8, hidden_dim=16, num_layers=2)
+    return LanguageModel(config).eval()
+
+
+def _run(scheduler: GenerationScheduler, requests: list[GenerationRequest]) -> None:
+    for request in requests:
+        scheduler.submit(request)
+    while scheduler.active():
+        scheduler.admit()
+        scheduler.step()
+
+
+def _request(prompt: list[int], seed: int, events: list[Event]) -> GenerationRequest:
+    params = SamplingParams(temperature=1.0)
+    return GenerationRequest(prompt, 40, params, seed, (), events.append, logprobs=0)
+
+
+def _ids(events: list[Event]) -> list[int]:
+    return [e.token_id for e in events if isinstance(e, TokenEvent)]
+
+
+def test_a_seed_gives_one_text_alone_in_a_batch_and_from_cached_prefixes() -> None:
+    tokenizer = CharTokenizer.fit(TEXT)
+    model = _model(tokenizer.vocab_size)
+    prompt = tokenizer.encode("to be or not").ids
+    alone: list[Event] = []
+    _run(GenerationScheduler(model, tokenizer, 8, None, CACHE), [_request(prompt, 42, alone)])
+    expected = _ids(alone)
+    without: list[Event] = []
+    _run(GenerationScheduler(model, tokenizer, 8, None), [_request(prompt, 42, without)])
+    assert expected != _ids(without)  # the cache changes the text of this model
+
+    prefixes = PrefixCache(1 << 24)
+    scheduler = GenerationScheduler(model, tokenizer, 8, prefixes, CACHE)
+    _run(scheduler, [_request(prompt[:5], 1, [])])  # a cached prefix of the prompt
+    busy: list[Event] = []
+    others = [_request(tokenizer.encode(p).ids, s, []) for p, s in (("that", 1), ("q", 2))]
+    _run(scheduler, [others[0], _request(prompt, 42, busy), others[1]])
+    assert prefixes.hits >= 1
+    assert _ids(busy) == expected
+    again: list[Event] = []
+    _run(scheduler, [_request(prompt, 42, again)])  # the whole prompt cached
+    assert _ids(again) == expected
+
+
+def test_a_one_token_prompt_starts_with_an_empty_memory() -> None:
+    tokenizer = CharTokenizer.fit(TEXT)
+    model = _model(tokenizer.vocab_size)
+    for cache in (None, PrefixCache(1 << 24)):  # read cold, then from the cached entry
+        events: list[Event] = []
+        _run(GenerationScheduler(model, tokenizer, 8, cache, CACHE), [_request([3], 0, events)])
+        finish = events[-1]
+        assert isinstance(finish, FinishEvent) and finish.finish_reason == "length"
+        assert finish.tokens == 40
+
+
+def test_reported_log_probabilities_are_the_mixed_distributions() -> None:
+    tokenizer = CharTokenizer.fit(TEXT)
+    model = _model(tokenizer.vocab_size)
+    prompt = tokenizer.encode("to be or not to").ids
+    events: list[Event] = []
+    _run(GenerationScheduler(model, tokenizer, 8, None, CACHE), [_request(prompt, 3, events)])
+    finish = events[-1]
+    assert isinstance(finish, FinishEvent)
+    reported = [
+        entry.logprob for e in events if isinstance(e, TokenEvent) for entry in e.logprobs
+    ] + [entry.logprob for entry in finish.logprobs]
+    generated = _ids(events)
+    text = torch.tensor([prompt + generated])  # (1, T)
+    with torch.inference_mode():
+        hidden, _ = model.features(text[:, :-1])
+        log_probs = torch.log_softmax(model.logits(hidden), -1)
+        mixed = WindowedMemory(CACHE).log_probs(log_probs, hidden, text[:, 1:])  # (1, T-1, V)
+    # the engine never samples the unknown token: its distribution is the rest, renormalised
+    mixed = torch.log_softmax(mixed.index_fill(2, torch.tensor([tokenizer.unk_id]), -torch.inf), -1)
+    picked = mixed[0, len(prompt) - 1 :].gather(1, torch.tensor(generated)[:, None])[:, 0]
+    assert len(reported) == len(generated) == 40
+    torch.testing.assert_close(torch.tensor(reported), picked, rtol=0, atol=1e-4)
+
+
+def test_the_service_generates_with_the_checkpoints_cache_unless_turned_off(
+    make_settings: SettingsFactory,
+) -> None:
+    body = {"prompt": "ROMEO:\n", "max_new_tokens": 60, "seed": 5, "temperature": 1.0}
+    texts, shown = [], []
+    for setting in (True, False):
+        with serve(make_settings(continuous_cache=setting)) as client:
+            models = {m["name"]: m for m in client.get("/models").json()["models"]}
+            shown.append(models["generate"]["continuous_cache"])
+            assert models["next-word"]["continuous_cache"] is None  # it has none
+            texts.append(client.post("/generate", json=body).json()["text"])
+    assert shown == [{"window": 64, "theta": 20.0, "weight": 0.1}, None]
+    assert texts[0] != texts[1]

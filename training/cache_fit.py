@@ -1,0 +1,89 @@
+"""Fitting a language model's continuous cache (`models.cache`) on validation text: its window,
+sharpness (theta) and weight are chosen by a grid search for the lowest validation loss. The
+model is read once; each (window, theta) pair then costs one pass of the cache over the stored
+hidden states, and each weight only a mix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from models.architectures import LanguageModel
+from models.cache import WindowedMemory, mix
+from models.config import CacheConfig
+from models.recurrent import State
+
+WINDOWS = (250, 500, 1000, 2000)
+THETAS = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0)
+WEIGHTS = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3)
+
+
+@dataclass(frozen=True)
+class _Window:
+    target_log_probs: torch.Tensor  # (B, T): the model's own
+    hidden: torch.Tensor  # (B, T, H)
+    targets: torch.Tensor  # (B, T)
+
+
+def _read(model: LanguageModel, data: torch.Tensor, bptt: int, max_batches: int) -> list[_Window]:
+    """The model over parallel streams (B, N), state carried, as `evaluate_ids` reads them."""
+    state: State | None = None
+    windows = []
+    with torch.inference_mode():
+        for number, start in enumerate(range(0, data.shape[1] - 1, bptt)):
+            if max_batches and number >= max_batches:
+                break
+            targets = data[:, start + 1 : start + 1 + bptt]
+            inputs = data[:, start : start + bptt][:, : targets.shape[1]]
+            hidden, state = model.features(inputs, state)  # (B, T, H)
+            flat = hidden.reshape(-1, hidden.shape[-1]).float()
+            log_probs = model.target_log_probs(flat, targets.reshape(-1)).view(targets.shape)
+            windows.append(_Window(log_probs.float(), hidden.float(), targets))
+    return windows
+
+
+def _losses(windows: list[_Window], window: int, theta: float) -> dict[float, float]:
+    """Mean loss for each weight of WEIGHTS, with this window and theta."""
+    memory = WindowedMemory(CacheConfig(window, theta, 0.0))
+    copies = [memory.copy_probs(w.hidden, w.targets) for w in windows]
+    count = sum(w.targets.numel() for w in windows)
+    losses = {}
+    for weight in WEIGHTS:
+        total = 0.0
+        for part, (copy, has) in zip(windows, copies, strict=True):
+            mixed = mix(part.target_log_probs, copy, weight)
+            total -= float(torch.where(has, mixed, part.target_log_probs).sum())
+        losses[weight] = total / max(1, count)
+    return losses
+
+
+def fit_cache(
+    model: LanguageModel, data: torch.Tensor, bptt: int, max_batches: int = 0
+) -> tuple[CacheConfig | None, dict[str, object]]:
+    """The cache with the lowest loss on validation streams `data` (B, N) (None where none
+    lowers it), and a report: the loss without and with it, and the best weight's loss for
+    every window and theta tried."""
+    windows = _read(model, data, bptt, max_batches)
+    count = sum(w.targets.numel() for w in windows)
+    without = -sum(float(w.target_log_probs.sum()) for w in windows) / max(1, count)
+    grid: list[dict[str, float]] = []
+    best: tuple[float, CacheConfig | None] = (without, None)
+    with torch.inference_mode():
+        for window in WINDOWS:
+            for theta in THETAS:
+                losses = _losses(windows, window, theta)
+                weight = min(losses, key=losses.__getitem__)
+                grid.append(
+                    {"window": window, "theta": theta, "weight": weight, "loss": losses[weight]}
+                )
+                if losses[weight] < best[0] and weight > 0:
+                    best = (losses[weight], CacheConfig(window, theta, weight))
+    report: dict[str, object] = {
+        "fitted_on": "validation",
+        "validation_loss_without_cache": without,
+        "validation_loss": best[0],
+        "validation_tokens": float(count),
+        "grid": grid,
+    }
+    return best[1], report
