@@ -165,6 +165,18 @@ class WindowedMemory:
         """Full distributions (B, T, V) from the model's log-probabilities (B, T, V)."""
         weights, ids, has = self.weights(hidden, next_ids)
         index = ids[:, None, :].expand(-1, weights.shape[1], -1)  # (B, T, M + T)
-        copy = torch.zeros_like(log_probs, dtype=torch.float32).scatter_add_(2, index, weights)
-        mixed = mix(log_probs, copy, self.config.weight)
-        return torch.where(has[..., None], mixed, log_probs.float())
+        return mix_rows(log_probs, weights, index, has, self.config.weight)
+
+
+def mix_rows(
+    log_probs: torch.Tensor,
+    weights: torch.Tensor,
+    ids: torch.Tensor,
+    has: torch.Tensor,
+    weight: float,
+) -> torch.Tensor:
+    """Whole mixed distributions (..., V) from the model's log-probabilities (..., V), each
+    row's weights over its pairs (..., K), those pairs' tokens (..., K), and whether it has any
+    (...): the model's own where it has none."""
+    copy = torch.zeros_like(log_probs, dtype=torch.float32).scatter_add_(-1, ids, weights)
+    return torch.where(has[..., None], mix(log_probs, copy, weight), log_probs.float())

@@ -11,6 +11,7 @@ import torch
 
 from models.architectures import LanguageModel, SequenceClassifier
 from models.checkpoint import Checkpoint
+from models.config import CacheConfig
 from models.tokenizers import EOS, Tokenizer, WordTokenizer, is_word, truncate_ids
 from service.engine.operations import (
     NextWordResult,
@@ -21,7 +22,7 @@ from service.engine.operations import (
     TokenContribution,
     TrajectoryPoint,
 )
-from service.prefix_cache import PrefixCache, read_prefixes
+from service.prefix_cache import PrefixCache, read_prompts
 
 # ---- sentiment ----
 
@@ -241,12 +242,21 @@ def word_tokenizer(checkpoint: Checkpoint) -> WordTokenizer:
 
 
 def next_word_distributions(
-    model: LanguageModel, queries: Sequence[NextWordQuery], cache: PrefixCache | None
+    model: LanguageModel,
+    queries: Sequence[NextWordQuery],
+    cache: PrefixCache | None,
+    continuous: CacheConfig | None = None,
 ) -> list[torch.Tensor]:
     """Next-token log-probabilities (V,) for each query in one packed pass; the longest cached
-    prefix of each query is not read again."""
+    prefix of each query is not read again. With a `continuous` cache, mixed with it over the
+    query's text."""
+    contexts = [q.context_ids for q in queries]
+    reads = read_prompts(model, contexts, cache, continuous, copy_memory=False)
     return [
-        log_probs for log_probs, _ in read_prefixes(model, [q.context_ids for q in queries], cache)
+        read.memory.log_probs(read.logits, read.hidden)
+        if read.memory is not None and read.hidden is not None
+        else read.logits
+        for read in reads
     ]
 
 
@@ -265,22 +275,28 @@ def _suggestible(
 
 
 def next_words_of_texts(
-    checkpoint: Checkpoint, texts: Sequence[NextWordText], cache: PrefixCache | None
+    checkpoint: Checkpoint,
+    texts: Sequence[NextWordText],
+    cache: PrefixCache | None,
+    continuous: CacheConfig | None = None,
 ) -> list[NextWordResult]:
     """Read each text into the model's words (its last max_length of them), then suggest."""
     limit = checkpoint.config.max_length
-    return next_words(
-        checkpoint, [build_query(checkpoint, t.text, t.top_k, limit) for t in texts], cache
-    )
+    queries = [build_query(checkpoint, t.text, t.top_k, limit) for t in texts]
+    return next_words(checkpoint, queries, cache, continuous)
 
 
 def next_words(
-    checkpoint: Checkpoint, queries: Sequence[NextWordQuery], cache: PrefixCache | None
+    checkpoint: Checkpoint,
+    queries: Sequence[NextWordQuery],
+    cache: PrefixCache | None,
+    continuous: CacheConfig | None = None,
 ) -> list[NextWordResult]:
-    """A batch of next-word queries: one packed pass, then each query's suggestions."""
+    """A batch of next-word queries: one packed pass, then each query's suggestions (with the
+    `continuous` cache the engine serves, if any)."""
     model = checkpoint.model
     assert isinstance(model, LanguageModel)
-    distributions = next_word_distributions(model, queries, cache)
+    distributions = next_word_distributions(model, queries, cache, continuous)
     return [suggest(checkpoint, q, d) for q, d in zip(queries, distributions, strict=True)]
 
 

@@ -130,9 +130,11 @@ def read_prompts(
     prompts: Sequence[Sequence[int]],
     cache: PrefixCache | None,
     continuous: CacheConfig | None,
+    copy_memory: bool = True,
 ) -> list[ReadPrompt]:
-    """`read_prefixes`, and with a `continuous` cache each prompt's memory too (a copy of its
-    own: the caller adds to it)."""
+    """`read_prefixes`, and with a `continuous` cache each prompt's memory too: a copy of its
+    own, for a caller that adds to it (a generation); `copy_memory=False`, possibly the cache's
+    own, for one that only reads it."""
     found = [cache.longest(ids) if cache else (0, None) for ids in prompts]
     if continuous is not None:  # an entry without a memory (put by next-word) cannot serve
         found = [(n, e) if e is not None and e.memory is not None else (0, None) for n, e in found]
@@ -154,6 +156,8 @@ def read_prompts(
             if cache is not None:
                 cache.put(prompts[index], read.logits, read.state, read.memory, read.hidden)
     reads = [results[i] for i in range(len(prompts))]
+    if not copy_memory:
+        return reads
     return [
         ReadPrompt(r.logits, r.state, r.memory.copy(), r.hidden) if r.memory is not None else r
         for r in reads

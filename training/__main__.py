@@ -155,6 +155,28 @@ def calibrate(checkpoint: str, data: str | None, threads: int) -> dict[str, floa
     return {**calibration, **{f"test_{k}": v for k, v in test.items()}}
 
 
+def _evaluation_config(loaded: Checkpoint, data: str | None, everyday: str | None) -> TrainConfig:
+    """The card's settings reading `data`; a next-word checkpoint's everyday reviews from
+    `everyday` (None: those its run measured, where they are found here)."""
+    config = _card_config(loaded, data)
+    if everyday is not None:
+        if not isinstance(config, LanguageModelTrainConfig) or loaded.config.task != "next-word":
+            raise SettingError(f"--everyday-data measures next-word checkpoints, not {loaded.path}")
+        config = dataclasses.replace(config, everyday_data=everyday)
+    elif (
+        isinstance(config, LanguageModelTrainConfig)
+        and config.everyday_data is not None
+        and not Path(config.everyday_data).is_dir()  # the card's path, from another machine
+    ):
+        print(
+            f"{loaded.path}: its run measured the reviews in {config.everyday_data}, not found "
+            "here; not measured (--everyday-data DIR measures them)",
+            file=sys.stderr,
+        )
+        config = dataclasses.replace(config, everyday_data=None, everyday_tokens=0)
+    return config
+
+
 def evaluate(
     checkpoint: str, data: str | None, threads: int, device: str, everyday: str | None = None
 ) -> dict[str, float]:
@@ -163,57 +185,52 @@ def evaluate(
     also on the everyday reviews of `everyday` (None: those its run measured, if any)."""
     torch.set_num_threads(threads)
     loaded = load_checkpoint(checkpoint, device=resolve_device(device))
-    config = _card_config(loaded, data)
-    if everyday is not None:
-        if not isinstance(config, LanguageModelTrainConfig) or loaded.config.task != "next-word":
-            raise SettingError(f"--everyday-data measures next-word checkpoints, not {checkpoint}")
-        config = dataclasses.replace(config, everyday_data=everyday)
-    elif (
-        isinstance(config, LanguageModelTrainConfig)
-        and config.everyday_data is not None
-        and not Path(config.everyday_data).is_dir()  # the card's path, from another machine
-    ):
-        print(
-            f"{checkpoint}: its run measured the reviews in {config.everyday_data}, not found "
-            "here; not measured (--everyday-data DIR measures them)",
-            file=sys.stderr,
-        )
-        config = dataclasses.replace(config, everyday_data=None, everyday_tokens=0)
+    config = _evaluation_config(loaded, data, everyday)
     return TASKS[loaded.config.task].evaluate(loaded, config)
 
 
-def fit_checkpoint_cache(checkpoint: str, data: str | None, threads: int) -> dict[str, float]:
-    """Fit a generate checkpoint's continuous cache on its training run's validation split,
-    re-measure the test split with it, and rewrite the checkpoint (weights unchanged)."""
+def fit_checkpoint_cache(
+    checkpoint: str, data: str | None, threads: int, everyday: str | None = None
+) -> dict[str, float]:
+    """Fit a language model's continuous cache on its training run's validation split,
+    re-measure the test split with it (and the everyday reviews, for next-word), and rewrite
+    the checkpoint's config and card (weights unchanged)."""
     torch.set_num_threads(threads)
     loaded = load_checkpoint(checkpoint)
-    if loaded.config.task != "generate" or not isinstance(loaded.model, LanguageModel):
-        raise SettingError(f"{checkpoint}: a continuous cache is fitted to generate checkpoints")
-    config = _card_config(loaded, data)
+    kind = TASKS[loaded.config.task]
+    if not isinstance(kind, language.TextTask) or not isinstance(loaded.model, LanguageModel):
+        raise SettingError(f"{checkpoint}: a continuous cache is fitted to language models")
+    config = _evaluation_config(loaded, data, everyday)
     assert isinstance(config, LanguageModelTrainConfig)
-    kind = language.GENERATE
     splits = kind.load(config)
     valid = language.streams(kind.encode(loaded.tokenizer, splits.valid), config.eval_batch_size)
     cache, report = fit_cache(loaded.model, valid, config.eval_bptt, config.max_eval_batches)
-    ids = kind.encode(loaded.tokenizer, splits.test)
-    test = kind.measure(loaded.model, loaded.tokenizer, cache, ids, splits.test, config)
+    fitted = dataclasses.replace(loaded, config=dataclasses.replace(loaded.config, cache=cache))
+    measured = kind.evaluate(fitted, config)
+    held = "everyday_validation_"  # what a run's card records as everyday_validation
     card = {**loaded.card, "cache": report}
+    card["metrics"] = {
+        **card.get("metrics", {}),
+        "test": {k: v for k, v in measured.items() if not k.startswith(held)},
+    }
+    if any(k.startswith(held) for k in measured):
+        card["everyday_validation"] = {
+            k[len(held) :]: v for k, v in measured.items() if k.startswith(held)
+        }
     samples = language.card_samples(
         loaded.model, loaded.tokenizer, cache, config.sample_prompts, kind.sample_length,
         config.seed,
     )  # fmt: skip
     if samples:
         card["samples"] = samples
-    card["metrics"] = {**card.get("metrics", {}), "test": test}
     card["config"] = {**card.get("config", {}), "fit_cache": True}
-    new_config = dataclasses.replace(loaded.config, cache=cache)
-    save_checkpoint(checkpoint, loaded.model, new_config, loaded.tokenizer, card)
+    save_checkpoint(checkpoint, loaded.model, fitted.config, loaded.tokenizer, card)
     chosen = cache.to_dict() if cache is not None else {}
     return {
         **{f"cache_{k}": float(v) for k, v in chosen.items()},
         "validation_loss_without_cache": float(report["validation_loss_without_cache"]),  # type: ignore[arg-type]
         "validation_loss": float(report["validation_loss"]),  # type: ignore[arg-type]
-        **{f"test_{k}": v for k, v in test.items()},
+        **{f"test_{k}": v for k, v in measured.items()},
     }
 
 
@@ -239,14 +256,17 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     sub = commands.add_parser(
         "fit-cache",
-        help="fit a generate checkpoint's continuous cache on validation",
-        description="Fit the continuous cache (models/cache.py) of a generate checkpoint on its "
-        "run's validation split, measure the test split with it, and rewrite the checkpoint's "
-        "config and card (weights unchanged).",
+        help="fit a language model's continuous cache on validation",
+        description="Fit the continuous cache (models/cache.py) of a next-word or generate "
+        "checkpoint on its run's validation split, measure the test split with it, and rewrite "
+        "the checkpoint's config and card (weights unchanged).",
     )
     sub.add_argument("checkpoint", help="the checkpoint directory (rewritten in place)")
     sub.add_argument("--data", help="the data set it was trained on (default: download it)")
     sub.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    sub.add_argument(
+        "--everyday-data", metavar="DIR", help="next-word: as for evaluate (default: the card's)"
+    )
     sub = commands.add_parser("evaluate", help="measure a checkpoint on a test split")
     sub.add_argument("checkpoint", help="the checkpoint directory")
     sub.add_argument("--data", help="the data set, file or directory (default: download it)")
@@ -270,7 +290,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> None:
         if args.command == "calibrate":
             metrics = calibrate(args.checkpoint, args.data, args.threads)
         elif args.command == "fit-cache":
-            metrics = fit_checkpoint_cache(args.checkpoint, args.data, args.threads)
+            metrics = fit_checkpoint_cache(
+                args.checkpoint, args.data, args.threads, args.everyday_data
+            )
         else:
             metrics = evaluate(
                 args.checkpoint, args.data, args.threads, args.device, args.everyday_data

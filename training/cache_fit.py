@@ -14,9 +14,9 @@ from models.cache import WindowedMemory, mix
 from models.config import CacheConfig
 from models.recurrent import State
 
-WINDOWS = (250, 500, 1000, 2000)
+WINDOWS = (250, 500, 1000, 2000, 4000)
 THETAS = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0)
-WEIGHTS = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3)
+WEIGHTS = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 
 
 @dataclass(frozen=True)

@@ -176,8 +176,8 @@ class LanguageModelTrainConfig(TrainConfig):
     )
     fit_cache: bool = setting(
         False,
-        "generate: after training, fit a continuous cache on validation (window, theta, "
-        "weight; models/cache.py), test and serve with it",
+        "after training, fit a continuous cache on validation (window, theta, weight; "
+        "models/cache.py), then test and serve with it",
     )
     everyday_data: str | None = setting(
         None,
@@ -359,9 +359,6 @@ def resolve_config(task: str, config_file: str | None, flags: dict[str, Any]) ->
         _check_type(path, name, value, types[name])
     values.update({k: v for k, v in flags.items() if v is not None and k in types})
     config = config_from_dict(cls, values)
-    if getattr(config, "fit_cache", False) and task != "generate":
-        # top-k over a word vocabulary would need every mixed distribution: not built
-        raise ValueError(f"fit_cache is a generate setting, not one of {task}")
     config.run_dir = config.run_dir.format(task=task)
     return config
 

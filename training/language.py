@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from models.architectures import LanguageModel, build_model
-from models.cache import WindowedMemory
+from models.cache import WindowedMemory, mix, mix_rows
 from models.checkpoint import Checkpoint
 from models.config import CacheConfig, SamplingParams
 from models.decoding import generate_ids, make_generator
@@ -160,7 +160,9 @@ class LanguageModelTask:
             self.config,
         )  # fmt: skip
         everyday = {
-            split: measure_words(model, self.tokenizer, ids.to(device), self.config)
+            split: measure_words(
+                model, self.tokenizer, ids.to(device), self.config, checkpoint_config.cache
+            )
             for split, ids in self.everyday.items()
         }
         test.update({f"everyday_{k}": v for k, v in everyday.get("test", {}).items()})
@@ -223,9 +225,6 @@ def evaluate_ids(
     device = next(model.parameters()).device
     data = streams(ids, batch_size).to(device)
     state: State | None = None
-    if cache is not None and top_k:
-        # top-k needs every position's whole mixed distribution; not built for a word vocabulary
-        raise ValueError("top-k accuracies are not measured with a continuous cache")
     memory = WindowedMemory(cache) if cache is not None else None
     nll, count = 0.0, 0
     hits = dict.fromkeys(top_k, 0)
@@ -242,14 +241,26 @@ def evaluate_ids(
             hidden, state = model.features(inputs, state)
             flat, flat_targets = hidden.reshape(-1, hidden.shape[-1]).float(), targets.reshape(-1)
             target_log_probs = model.target_log_probs(flat, flat_targets)  # (B * T,)
-            if memory is not None:
-                target_log_probs = memory.target_log_probs(
-                    target_log_probs.view(targets.shape), hidden, targets
-                ).reshape(-1)
+            copied = None
+            if memory is not None:  # each position's weights over the pairs before it
+                weights, every_id, has = memory.weights(hidden, targets)  # (B, T, K) (B, K) (B, T)
+                copy = (weights * (every_id[:, None, :] == targets[:, :, None])).sum(-1)
+                mixed = mix(target_log_probs.view(targets.shape), copy, memory.config.weight)
+                target_log_probs = torch.where(has.reshape(-1), mixed.reshape(-1), target_log_probs)
+                steps = targets.shape[1]
+                copied = (weights.reshape(-1, weights.shape[-1]), every_id, has.reshape(-1), steps)
             nll -= float(target_log_probs.sum())
             count += flat_targets.numel()
             for chunk in range(0, flat.shape[0], 1024) if top_k else ():
                 logits = model.logits(flat[chunk : chunk + 1024])
+                if copied is not None and memory is not None:
+                    rows = slice(chunk, chunk + 1024)
+                    row_weights, every_id, row_has, steps = copied
+                    streams_of = torch.arange(flat.shape[0], device=device)[rows] // steps
+                    logits = mix_rows(
+                        torch.log_softmax(logits.float(), -1), row_weights[rows],
+                        every_id[streams_of], row_has[rows], memory.config.weight,
+                    )  # fmt: skip
                 best = logits.topk(max(top_k), dim=-1).indices
                 wanted = flat_targets[chunk : chunk + 1024, None]
                 for k in top_k:
@@ -277,12 +288,17 @@ def evaluate_ids(
 
 
 def measure_words(
-    model: LanguageModel, tokenizer: Tokenizer, ids: torch.Tensor, config: LanguageModelTrainConfig
+    model: LanguageModel,
+    tokenizer: Tokenizer,
+    ids: torch.Tensor,
+    config: LanguageModelTrainConfig,
+    cache: CacheConfig | None = None,
 ) -> dict[str, float]:
-    """Perplexity and top-k, and top-3 on word targets among words, on a stream of ids."""
+    """Perplexity and top-k, and top-3 on word targets among words, on a stream of ids (of the
+    model and its continuous cache, where it has one)."""
     return evaluate_ids(
         model, ids, config.eval_batch_size, config.eval_bptt, config.max_eval_batches,
-        (1, 3), word_mask(tokenizer),
+        (1, 3), word_mask(tokenizer), cache,
     )  # fmt: skip
 
 
@@ -342,8 +358,6 @@ class TextTask:
     def build(self, config: TrainConfig) -> tuple[LanguageModelTask, nn.Module]:
         """Data, tokenizer (fitted on the training split), model and checkpoint config."""
         config = _language_config(config)
-        if config.fit_cache and self.top_k:
-            raise ValueError(f"fit_cache is a generate setting, not one of {self.name}")
         splits = self.load(config)
         tokenizer = self.fit(splits.train)
         vocab_size = tokenizer.vocab_size
@@ -423,7 +437,9 @@ class TextTask:
             held = self.everyday_ids(config, checkpoint.tokenizer, None)
             for split, prefix in (("test", "everyday_"), ("valid", "everyday_validation_")):
                 ids = held[f"everyday_{split}"]
-                measured = measure_words(checkpoint.model, checkpoint.tokenizer, ids, config)
+                measured = measure_words(
+                    checkpoint.model, checkpoint.tokenizer, ids, config, checkpoint.config.cache
+                )
                 metrics.update({f"{prefix}{k}": v for k, v in measured.items()})
         return metrics
 

@@ -28,7 +28,7 @@ import torch
 from models import devices
 from models.architectures import LanguageModel
 from models.checkpoint import STORAGE_DTYPES, Checkpoint, load_checkpoint
-from models.config import SamplingParams
+from models.config import CacheConfig, SamplingParams
 from models.format import WEIGHTS, CheckpointError
 from service import inference
 from service.allocator import release_free_memory
@@ -59,6 +59,7 @@ class Served:
     checkpoint: Checkpoint
     cache: PrefixCache | None = None
     scheduler: GenerationScheduler | None = None
+    continuous: CacheConfig | None = None  # the checkpoint's continuous cache, if served
 
 
 def _classify(served: Served, queries: Sequence[SentimentQuery]) -> list[SentimentResult]:
@@ -66,7 +67,7 @@ def _classify(served: Served, queries: Sequence[SentimentQuery]) -> list[Sentime
 
 
 def _next_words(served: Served, texts: Sequence[NextWordText]) -> list[NextWordResult]:
-    return inference.next_words_of_texts(served.checkpoint, texts, served.cache)
+    return inference.next_words_of_texts(served.checkpoint, texts, served.cache, served.continuous)
 
 
 # how an engine computes a batch of each operation of the table (service.engine.operations)
@@ -176,12 +177,14 @@ class Worker:
                 if isinstance(checkpoint.model, LanguageModel):
                     bytes_ = self.spec.cache_bytes
                     served.cache = PrefixCache(bytes_) if bytes_ else None
+                    if self.spec.continuous_cache:
+                        served.continuous = checkpoint.config.cache
                     served.scheduler = GenerationScheduler(
                         checkpoint.model,
                         checkpoint.tokenizer,
                         self.spec.max_active_generations,
                         served.cache,
-                        checkpoint.config.cache if self.spec.continuous_cache else None,
+                        served.continuous,
                     )
                 warm_up(served)
             except Exception as error:  # reported to the HTTP process, which decides
@@ -438,7 +441,8 @@ def warm_up(served: Served) -> None:
         return
     if checkpoint.config.task == "next-word":  # a char model is never asked for next words
         query = inference.build_query(checkpoint, "warm up", 3, 16)
-        inference.next_word_distributions(checkpoint.model, [query], None)  # type: ignore[arg-type]
+        model = checkpoint.model
+        inference.next_word_distributions(model, [query], None, served.continuous)  # type: ignore[arg-type]
     finished: list[FinishEvent] = []
     job = protocol.GenerationJob(
         [checkpoint.tokenizer.unk_id], 2, SamplingParams(), 0, (), math.inf

@@ -66,7 +66,8 @@ def _no_service_environment() -> Iterator[None]:
         yield
 
 
-GENERATE_CACHE = CacheConfig(window=64, theta=20.0, weight=0.1)
+# as the shipped language models carry one: every next-word and generation test uses it
+LM_CACHE = CacheConfig(window=64, theta=20.0, weight=0.1)
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +102,11 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Checkpoints:
         )
     )
     config = CheckpointConfig(
-        task="next-word", model=word_lm.config, tokenizer="word", max_length=LM_MAX_LENGTH
+        task="next-word",
+        model=word_lm.config,
+        tokenizer="word",
+        max_length=LM_MAX_LENGTH,
+        cache=LM_CACHE,
     )
     cards["next-word"] = _card(0.25)
     save_checkpoint(root / "next-word", word_lm, config, vocabulary, cards["next-word"])
@@ -119,7 +124,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Checkpoints:
         model=char_lm.config,
         tokenizer="char",
         max_length=CHAR_MAX_LENGTH,
-        cache=GENERATE_CACHE,  # as the shipped one carries one: every generation test uses it
+        cache=LM_CACHE,
     )
     cards["generate"] = _card(0.125)
     save_checkpoint(root / "generate", char_lm, config, chars, cards["generate"])

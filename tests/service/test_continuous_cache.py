@@ -12,6 +12,7 @@ from models.config import CacheConfig, LanguageModelConfig, SamplingParams
 from models.tokenizers import CharTokenizer
 from service.engine.operations import Event, FinishEvent, TokenEvent
 from service.generation import GenerationRequest, GenerationScheduler
+from service.inference import NextWordQuery, next_word_distributions
 from service.prefix_cache import PrefixCache
 from tests.service.conftest import SettingsFactory
 from tests.service.support import serve
@@ -111,7 +112,31 @@ def test_the_service_generates_with_the_checkpoints_cache_unless_turned_off(
         with serve(make_settings(continuous_cache=setting)) as client:
             models = {m["name"]: m for m in client.get("/models").json()["models"]}
             shown.append(models["generate"]["continuous_cache"])
-            assert models["next-word"]["continuous_cache"] is None  # it has none
+            assert models["sentiment"]["continuous_cache"] is None  # a classifier has none
             texts.append(client.post("/generate", json=body).json()["text"])
     assert shown == [{"window": 64, "theta": 20.0, "weight": 0.1}, None]
     assert texts[0] != texts[1]
+
+
+def test_next_word_distributions_mix_the_texts_cache_cold_and_from_cached_prefixes() -> None:
+    model = _model(30)
+    contexts = [[1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 1, 2], [7, 8, 9, 7, 8], [4]]
+    expected = []
+    with torch.inference_mode():
+        for ids in contexts:
+            text = torch.tensor([ids])
+            hidden, _ = model.features(text)
+            log_probs = torch.log_softmax(model.logits(hidden), -1)
+            # the distribution after the last token: next_ids beyond the text are never read
+            after = torch.cat([text[:, 1:], text[:, :1]], 1)
+            expected.append(WindowedMemory(CACHE).log_probs(log_probs, hidden, after)[0, -1])
+    queries = [NextWordQuery(ids, None, 0, 3) for ids in contexts]
+    prefixes = PrefixCache(1 << 24)
+    next_word_distributions(model, [NextWordQuery(contexts[0][:6], None, 0, 3)], prefixes, CACHE)
+    for cache in (None, prefixes, prefixes):  # cold; a partial hit and two misses; exact hits
+        got = next_word_distributions(model, queries, cache, CACHE)
+        for one, want in zip(got, expected, strict=True):
+            torch.testing.assert_close(one, want, rtol=0, atol=1e-5)
+    assert prefixes.hits >= 4
+    plain = next_word_distributions(model, queries[:1], None)[0]
+    assert not torch.allclose(plain, expected[0], atol=1e-3)  # the cache changes it

@@ -1,6 +1,6 @@
 """Fitting the continuous cache: it is chosen on validation only, lowers the loss of text that
 repeats itself, and `fit-cache` rewrites a checkpoint (weights unchanged) so that `evaluate`
-reproduces its card; only generate checkpoints take one."""
+reproduces its card; a next-word run measures its top-k with it; a classifier takes none."""
 
 from __future__ import annotations
 
@@ -60,14 +60,22 @@ def test_fit_cache_rewrites_a_generate_checkpoint_and_evaluate_reproduces_it(
     assert _rounded(measured) == _rounded(test)
 
 
-def test_only_generate_takes_a_cache(
-    wikitext_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_a_next_word_run_fits_one_with_its_top_k_and_a_classifier_takes_none(
+    wikitext_dir: Path, sentiment_dir: Path, tmp_path: Path
 ) -> None:
-    argv = ["next-word", "--smoke", "--data", str(wikitext_dir), "--fit-cache", "true"]
-    assert main([*argv, "--run-dir", str(tmp_path / "run")]) == 1
-    assert "fit_cache is a generate setting, not one of next-word" in capsys.readouterr().err
     export = tmp_path / "next-word"
-    argv = ["next-word", "--smoke", "--data", str(wikitext_dir), "--export-dir", str(export)]
-    main([*argv, "--run-dir", str(tmp_path / "run")])
-    with pytest.raises(SettingError, match="fitted to generate checkpoints"):
-        fit_checkpoint_cache(str(export), str(wikitext_dir), threads=1)
+    argv = ["next-word", "--smoke", "--data", str(wikitext_dir), "--fit-cache", "true"]
+    assert main([*argv, "--run-dir", str(tmp_path / "run"), "--export-dir", str(export)]) == 0
+    loaded = load_checkpoint(export)
+    test = loaded.card["metrics"]["test"]
+    assert {"top3_accuracy", "word_top3_accuracy", "loss_without_cache"} <= set(test)
+    if loaded.config.cache is not None:  # chosen on validation; the test split then reports it
+        assert "window" in json.loads((export / CONFIG).read_text())["cache"]
+    measured = evaluate(str(export), str(wikitext_dir), threads=1, device="cpu")
+    assert _rounded(measured) == _rounded(test)
+
+    sentiment = tmp_path / "sentiment"
+    argv = ["sentiment", "--smoke", "--data", str(sentiment_dir), "--export-dir", str(sentiment)]
+    main([*argv, "--run-dir", str(tmp_path / "run-sentiment")])
+    with pytest.raises(SettingError, match="fitted to language models"):
+        fit_checkpoint_cache(str(sentiment), str(sentiment_dir), threads=1)
