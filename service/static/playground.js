@@ -165,6 +165,8 @@ function modelItem(model) {
     `${(model.parameters / 1e6).toFixed(2)}M parameters`,
     model.dataset,
     ...Object.entries(model.metrics || {}).map(([key, value]) => formatMetric(key, value)),
+    // the metrics called loss are measured with it; served without it, the loss without it holds
+    model.continuous_cache ? `continuous cache over ${model.continuous_cache.window} tokens` : "",
     `${model.device} ${model.dtype}`,
     `version ${model.version}`,
   ];
