@@ -1,14 +1,18 @@
 """The continuous cache (Grave et al., 2017, "Improving neural language models with a continuous
 cache"): the model's next-token distribution mixed with one that copies what followed recent
-positions whose hidden states resemble the current one,
+positions whose hidden states resemble the current one. Over the `window` positions i < t read
+before, each gets a share
 
-    p(w) = (1 - weight) p_model(w) + weight * sum_i softmax_i(theta * cos(h_t, h_i)) [x_{i+1} = w]
+    w_i = exp(theta cos(h_t, h_i)) / (exp(theta floor) + sum_j exp(theta cos(h_t, h_j)))
 
-over the `window` positions i < t read before. It costs no training: the three values are fitted
-on validation text. A name or word the model never saw in training, once read, can be copied:
-the text read so far, the prompt included, steers what follows. Evaluation (`WindowedMemory`:
-parallel streams read window by window) and decoding (`Memory`: one sequence, token by token)
-compute the same numbers.
+and p(c) = (1 - weight m) p_model(c) + weight sum_i w_i [x_(i+1) = c], where m = sum_i w_i.
+The `floor` is a sentinel (as in Merity et al.'s pointer sentinel): a position must resemble the
+current one more than it does to take much of the mass, so a short text, with few and weak
+matches, keeps nearly the model's own distribution; without a floor m is 1 once anything is held.
+It costs no training: the values are fitted on validation text. A name or word the model never
+saw in training, once read, can be copied: the text read so far, the prompt included, steers what
+follows. Evaluation (`WindowedMemory`: parallel streams read window by window) and decoding
+(`Memory`: one sequence, token by token) compute the same numbers.
 """
 
 from __future__ import annotations
@@ -26,10 +30,22 @@ def keys_of(hidden: torch.Tensor) -> torch.Tensor:
     return functional.normalize(hidden.float(), dim=-1)
 
 
-def mix(log_probs: torch.Tensor, copy: torch.Tensor, weight: float) -> torch.Tensor:
-    """log((1 - weight) p_model + weight p_copy) from model log-probabilities and copy
-    probabilities of the same shape (a copy probability of 0 leaves (1 - weight) p_model)."""
-    model_part = log_probs.float() + math.log1p(-weight)
+def shares(cosines: torch.Tensor, theta: float, floor: float | None) -> torch.Tensor:
+    """Each position's share w_i (..., K) of the copy from cosines (..., K), -inf where a pair
+    may not be used; a row with no usable pair gets none (all 0)."""
+    scores = theta * cosines
+    if floor is None:
+        return torch.softmax(scores, -1).nan_to_num(0.0)
+    sentinel = scores.new_full((*scores.shape[:-1], 1), theta * floor)
+    return torch.softmax(torch.cat([scores, sentinel], -1), -1)[..., :-1]
+
+
+def mix(
+    log_probs: torch.Tensor, copy: torch.Tensor, mass: torch.Tensor, weight: float
+) -> torch.Tensor:
+    """log((1 - weight m) p_model + weight p_copy) from model log-probabilities, the copy's
+    probabilities (both of one shape) and its mass m (broadcast to them)."""
+    model_part = log_probs.float() + torch.log1p(-weight * mass.float())
     if weight == 0:
         return model_part
     return torch.logaddexp(model_part, torch.log(copy.float()) + math.log(weight))
@@ -96,9 +112,10 @@ class Memory:
         if not self.size:
             return torch.log_softmax(logits.float(), -1)
         keys, ids = self.keys[: self.size], self.ids[: self.size]
-        scores = keys @ hidden.float()  # (M,): cosines times |hidden|
-        weights = torch.softmax(scores * (self.config.theta / _norm(hidden)), -1)  # (M,)
-        probs = torch.softmax(logits.float(), -1) * (1 - self.config.weight)  # (V,)
+        cosines = keys @ (hidden.float() / _norm(hidden))  # (M,)
+        weights = shares(cosines, self.config.theta, self.config.floor)  # (M,)
+        mass = float(weights.sum()) if self.config.floor is not None else 1.0
+        probs = torch.softmax(logits.float(), -1) * (1 - self.config.weight * mass)  # (V,)
         probs.index_add_(0, ids, weights, alpha=self.config.weight)
         return probs.log_()
 
@@ -117,12 +134,12 @@ class WindowedMemory:
         self.keys: torch.Tensor | None = None  # (B, M, H)
         self.ids: torch.Tensor | None = None  # (B, M)
 
-    def weights(
+    def cosines(
         self, hidden: torch.Tensor, next_ids: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """For hidden states (B, T, H) and the token after each (B, T): each position's weights
-        over the pairs before it (B, T, M + T), those pairs' tokens (B, M + T), and whether a
-        position has any pair before it (B, T). Then remembers the window."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """For hidden states (B, T, H) and the token after each (B, T): each position's cosine
+        with the pairs before it (B, T, M + T), -inf where a pair may not serve it, and those
+        pairs' tokens (B, M + T). Then remembers the window."""
         keys = keys_of(hidden)  # (B, T, H)
         if self.keys is not None and self.ids is not None:
             every_key = torch.cat([self.keys, keys], 1)  # (B, M + T, H)
@@ -134,49 +151,40 @@ class WindowedMemory:
         key = torch.arange(every_key.shape[1], device=keys.device)[None, :]  # (1, M + T)
         # pair j serves position t when it was read before t, at most `window` positions back
         allowed = (key < query) & (key >= query - self.config.window)  # (T, M + T)
-        scores = self.config.theta * (keys @ every_key.transpose(1, 2))  # (B, T, M + T)
-        scores = scores.masked_fill(~allowed, float("-inf"))
-        has = allowed.any(-1).expand(keys.shape[0], -1)  # (B, T)
-        weights = torch.softmax(scores, -1).nan_to_num(0.0)  # a row with no pair: all 0
+        cosines = (keys @ every_key.transpose(1, 2)).masked_fill(~allowed, float("-inf"))
         self.keys = every_key[:, -self.config.window :]
         self.ids = every_id[:, -self.config.window :]
-        return weights, every_id, has
+        return cosines, every_id
 
-    def copy_probs(
-        self, hidden: torch.Tensor, targets: torch.Tensor
+    def weights(
+        self, hidden: torch.Tensor, next_ids: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The copy distribution's probability of each target (B, T), from the hidden states
-        (B, T, H) and the targets (B, T), which are also the tokens that followed each position;
-        and whether a position has any pair before it (B, T)."""
-        weights, ids, has = self.weights(hidden, targets)
-        return (weights * (ids[:, None, :] == targets[:, :, None])).sum(-1), has
+        """Each position's shares of the pairs before it (B, T, M + T) and their tokens."""
+        cosines, every_id = self.cosines(hidden, next_ids)
+        return shares(cosines, self.config.theta, self.config.floor), every_id
 
     def target_log_probs(
         self, target_log_probs: torch.Tensor, hidden: torch.Tensor, targets: torch.Tensor
     ) -> torch.Tensor:
-        """The cache's log p(target) (B, T) from the model's (B, T) and `copy_probs`' inputs."""
-        copy, has = self.copy_probs(hidden, targets)
-        mixed = mix(target_log_probs, copy, self.config.weight)
-        return torch.where(has, mixed, target_log_probs.float())
+        """The cache's log p(target) (B, T) from the model's (B, T), the hidden states (B, T, H)
+        and the targets (B, T), which are also the tokens that followed each position."""
+        weights, ids = self.weights(hidden, targets)
+        copy = (weights * (ids[:, None, :] == targets[:, :, None])).sum(-1)  # (B, T)
+        return mix(target_log_probs, copy, weights.sum(-1), self.config.weight)
 
     def log_probs(
         self, log_probs: torch.Tensor, hidden: torch.Tensor, next_ids: torch.Tensor
     ) -> torch.Tensor:
         """Full distributions (B, T, V) from the model's log-probabilities (B, T, V)."""
-        weights, ids, has = self.weights(hidden, next_ids)
+        weights, ids = self.weights(hidden, next_ids)
         index = ids[:, None, :].expand(-1, weights.shape[1], -1)  # (B, T, M + T)
-        return mix_rows(log_probs, weights, index, has, self.config.weight)
+        return mix_rows(log_probs, weights, index, self.config.weight)
 
 
 def mix_rows(
-    log_probs: torch.Tensor,
-    weights: torch.Tensor,
-    ids: torch.Tensor,
-    has: torch.Tensor,
-    weight: float,
+    log_probs: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor, weight: float
 ) -> torch.Tensor:
     """Whole mixed distributions (..., V) from the model's log-probabilities (..., V), each
-    row's weights over its pairs (..., K), those pairs' tokens (..., K), and whether it has any
-    (...): the model's own where it has none."""
+    row's shares of its pairs (..., K) and those pairs' tokens (..., K)."""
     copy = torch.zeros_like(log_probs, dtype=torch.float32).scatter_add_(-1, ids, weights)
-    return torch.where(has[..., None], mix(log_probs, copy, weight), log_probs.float())
+    return mix(log_probs, copy, weights.sum(-1, keepdim=True), weight)

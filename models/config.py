@@ -124,6 +124,9 @@ class CacheConfig:
     window: int
     theta: float
     weight: float
+    # a sentinel cosine: mass goes to the copy only as positions resemble the current one more
+    # than this (None: all of `weight` once anything is held)
+    floor: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.window, bool) or not isinstance(self.window, int):
@@ -134,9 +137,14 @@ class CacheConfig:
             raise ValueError(f"cache.theta must be in (0, 1000], got {self.theta}")
         if not 0.0 <= self.weight < 1.0:
             raise ValueError(f"cache.weight must be in [0, 1), got {self.weight}")
+        if self.floor is not None and not -1.0 <= self.floor <= 1.0:
+            raise ValueError(f"cache.floor must be a cosine, in [-1, 1], got {self.floor}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        return (
+            values if self.floor is not None else {k: v for k, v in values.items() if k != "floor"}
+        )
 
 
 @dataclass(frozen=True)

@@ -232,9 +232,18 @@ def _cache(data: object) -> CacheConfig | None:
     """config.json's `cache` object, or None where there is none."""
     if data is None:
         return None
-    if not isinstance(data, dict) or sorted(data) != ["theta", "weight", "window"]:
-        raise ValueError(f"cache must be an object of window, theta and weight, got {data!r}")
-    return CacheConfig(data["window"], float(data["theta"]), float(data["weight"]))
+    keys = ["theta", "weight", "window"]
+    if not isinstance(data, dict) or sorted(set(data) - {"floor"}) != keys:
+        raise ValueError(
+            f"cache must be an object of window, theta, weight and optionally floor, got {data!r}"
+        )
+    floor = data.get("floor")
+    return CacheConfig(
+        data["window"],
+        float(data["theta"]),
+        float(data["weight"]),
+        float(floor) if floor is not None else None,
+    )
 
 
 # Bounds on the sizes config.json may declare: a checkpoint is read before its weights are, and

@@ -1,7 +1,7 @@
 """Fitting a language model's continuous cache (`models.cache`) on validation text: its window,
-sharpness (theta) and weight are chosen by a grid search for the lowest validation loss. The
-model is read once; each (window, theta) pair then costs one pass of the cache over the stored
-hidden states, and each weight only a mix."""
+sharpness (theta), floor and weight are chosen by a grid search for the lowest validation loss.
+The model is read once; each window then costs one pass of cosines over the stored hidden states,
+each (theta, floor) a softmax, and each weight only a mix."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from dataclasses import dataclass
 import torch
 
 from models.architectures import LanguageModel
-from models.cache import WindowedMemory, mix
+from models.cache import WindowedMemory, mix, shares
 from models.config import CacheConfig
 from models.recurrent import State
 
 WINDOWS = (250, 500, 1000, 2000, 4000)
 THETAS = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0)
+# None: no sentinel; a cosine: positions must resemble the current one more to take the mass
+FLOORS = (None, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
 WEIGHTS = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 
 
@@ -43,17 +45,24 @@ def _read(model: LanguageModel, data: torch.Tensor, bptt: int, max_batches: int)
     return windows
 
 
-def _losses(windows: list[_Window], window: int, theta: float) -> dict[float, float]:
-    """Mean loss for each weight of WEIGHTS, with this window and theta."""
-    memory = WindowedMemory(CacheConfig(window, theta, 0.0))
-    copies = [memory.copy_probs(w.hidden, w.targets) for w in windows]
+def _losses(
+    windows: list[_Window],
+    cosines: list[tuple[torch.Tensor, torch.Tensor]],
+    theta: float,
+    floor: float | None,
+) -> dict[float, float]:
+    """Mean loss for each weight of WEIGHTS, with these cosines, theta and floor."""
+    copies = []
+    for part, (cosine, ids) in zip(windows, cosines, strict=True):
+        weights = shares(cosine, theta, floor)  # (B, T, K)
+        copy = (weights * (ids[:, None, :] == part.targets[:, :, None])).sum(-1)  # (B, T)
+        copies.append((copy, weights.sum(-1)))
     count = sum(w.targets.numel() for w in windows)
     losses = {}
     for weight in WEIGHTS:
         total = 0.0
-        for part, (copy, has) in zip(windows, copies, strict=True):
-            mixed = mix(part.target_log_probs, copy, weight)
-            total -= float(torch.where(has, mixed, part.target_log_probs).sum())
+        for part, (copy, mass) in zip(windows, copies, strict=True):
+            total -= float(mix(part.target_log_probs, copy, mass, weight).sum())
         losses[weight] = total / max(1, count)
     return losses
 
@@ -67,18 +76,23 @@ def fit_cache(
     windows = _read(model, data, bptt, max_batches)
     count = sum(w.targets.numel() for w in windows)
     without = -sum(float(w.target_log_probs.sum()) for w in windows) / max(1, count)
-    grid: list[dict[str, float]] = []
+    grid: list[dict[str, float | None]] = []
     best: tuple[float, CacheConfig | None] = (without, None)
     with torch.inference_mode():
         for window in WINDOWS:
+            memory = WindowedMemory(CacheConfig(window, 1.0, 0.0))
+            cosines = [memory.cosines(w.hidden, w.targets) for w in windows]
             for theta in THETAS:
-                losses = _losses(windows, window, theta)
-                weight = min(losses, key=losses.__getitem__)
-                grid.append(
-                    {"window": window, "theta": theta, "weight": weight, "loss": losses[weight]}
-                )
-                if losses[weight] < best[0] and weight > 0:
-                    best = (losses[weight], CacheConfig(window, theta, weight))
+                for floor in FLOORS:
+                    losses = _losses(windows, cosines, theta, floor)
+                    weight = min(losses, key=losses.__getitem__)
+                    loss = losses[weight]
+                    grid.append(
+                        {"window": window, "theta": theta, "floor": floor, "weight": weight,
+                         "loss": loss}
+                    )  # fmt: skip
+                    if loss < best[0] and weight > 0:
+                        best = (loss, CacheConfig(window, theta, weight, floor))
     report: dict[str, object] = {
         "fitted_on": "validation",
         "validation_loss_without_cache": without,

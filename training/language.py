@@ -33,6 +33,7 @@ from models.wordtext import WIKITEXT
 from training.cache_fit import fit_cache
 from training.config import LanguageModelTrainConfig, TrainConfig
 from training.everyday import encode_reviews, load_everyday
+from training.short_texts import short_texts
 from training.speakers import name_dependence
 from training.tasks import SAMPLES, Finished
 from training.text import TextSplits, char_ids, load_char_splits, load_word_splits, word_ids
@@ -242,24 +243,25 @@ def evaluate_ids(
             flat, flat_targets = hidden.reshape(-1, hidden.shape[-1]).float(), targets.reshape(-1)
             target_log_probs = model.target_log_probs(flat, flat_targets)  # (B * T,)
             copied = None
-            if memory is not None:  # each position's weights over the pairs before it
-                weights, every_id, has = memory.weights(hidden, targets)  # (B, T, K) (B, K) (B, T)
+            if memory is not None:  # each position's shares of the pairs before it
+                weights, every_id = memory.weights(hidden, targets)  # (B, T, K), (B, K)
                 copy = (weights * (every_id[:, None, :] == targets[:, :, None])).sum(-1)
-                mixed = mix(target_log_probs.view(targets.shape), copy, memory.config.weight)
-                target_log_probs = torch.where(has.reshape(-1), mixed.reshape(-1), target_log_probs)
-                steps = targets.shape[1]
-                copied = (weights.reshape(-1, weights.shape[-1]), every_id, has.reshape(-1), steps)
+                target_log_probs = mix(
+                    target_log_probs.view(targets.shape), copy, weights.sum(-1),
+                    memory.config.weight,
+                ).reshape(-1)  # fmt: skip
+                copied = (weights.reshape(-1, weights.shape[-1]), every_id, targets.shape[1])
             nll -= float(target_log_probs.sum())
             count += flat_targets.numel()
             for chunk in range(0, flat.shape[0], 1024) if top_k else ():
                 logits = model.logits(flat[chunk : chunk + 1024])
                 if copied is not None and memory is not None:
                     rows = slice(chunk, chunk + 1024)
-                    row_weights, every_id, row_has, steps = copied
+                    row_weights, every_id, steps = copied
                     streams_of = torch.arange(flat.shape[0], device=device)[rows] // steps
                     logits = mix_rows(
                         torch.log_softmax(logits.float(), -1), row_weights[rows],
-                        every_id[streams_of], row_has[rows], memory.config.weight,
+                        every_id[streams_of], memory.config.weight,
                     )  # fmt: skip
                 best = logits.topk(max(top_k), dim=-1).indices
                 wanted = flat_targets[chunk : chunk + 1024, None]
@@ -350,6 +352,8 @@ class TextTask:
     encode: Callable[[Tokenizer, str], torch.Tensor]  # text -> ids (N,)
     top_k: tuple[int, ...]  # top-k accuracies the test split reports
     sample_length: int  # tokens sampled per prompt for the card
+    # the test split is also read as short texts of this many tokens, each from nothing
+    short_text_length: int
     # more test measures that read the test text itself (how the model reads its prompt)
     text_measure: (
         Callable[[LanguageModel, Tokenizer, str, CacheConfig | None], dict[str, float]] | None
@@ -418,6 +422,8 @@ class TextTask:
         metrics = measured(cache)
         if cache is not None:  # what the cache buys: the model alone on the same text
             metrics["loss_without_cache"] = measured(None)["loss"]
+        if self.short_text_length:
+            metrics.update(short_texts(model, ids, cache, self.short_text_length, words))
         if self.text_measure is not None:
             metrics.update(self.text_measure(model, tokenizer, text, cache))
         return metrics
@@ -445,9 +451,10 @@ class TextTask:
 
 
 NEXT_WORD = TextTask(
-    "next-word", SAMPLES / "wikitext-2-sample", load_word_splits, _fit_words, _word_ids, (1, 3), 40
-)
+    "next-word", SAMPLES / "wikitext-2-sample", load_word_splits, _fit_words, _word_ids, (1, 3), 40,
+    30,
+)  # fmt: skip
 GENERATE = TextTask(
     "generate", SAMPLES / "tinyshakespeare-sample", load_char_splits, CharTokenizer.fit, char_ids,
-    (), 300, name_dependence,
+    (), 300, 200, name_dependence,
 )  # fmt: skip

@@ -30,9 +30,9 @@ def _stream(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return log_probs, hidden, torch.randint(0, 7, (2, 23), generator=generator)
 
 
-@pytest.mark.parametrize("window", [1, 5, 100])
-def test_token_by_token_equals_window_by_window(window: int) -> None:
-    config = CacheConfig(window, 3.0, 0.2)
+@pytest.mark.parametrize(("window", "floor"), [(1, None), (5, None), (100, None), (5, 0.3)])
+def test_token_by_token_equals_window_by_window(window: int, floor: float | None) -> None:
+    config = CacheConfig(window, 3.0, 0.2, floor)
     log_probs, hidden, ids = _stream()
     windowed, targets = WindowedMemory(config), WindowedMemory(config)
     whole, picked = [], []
@@ -81,6 +81,18 @@ def _model(vocab: int) -> LanguageModel:
     return LanguageModel(config).eval()
 
 
+def test_a_floor_leaves_weak_matches_nearly_the_models_distribution() -> None:
+    memory = Memory(CacheConfig(10, 20.0, 0.3, floor=0.9), 4, CPU)
+    memory.add(torch.eye(4)[:2], torch.tensor([3, 5]))  # two states, unlike the query below
+    uniform = torch.zeros(6)
+    weak = memory.log_probs(uniform, torch.tensor([0.0, 0.0, 1.0, 0.0])).exp()  # cosines 0, 0
+    share = 1 / (2 + math.exp(20.0 * 0.9))  # each pair's against the sentinel
+    assert float(weak[3]) == pytest.approx((1 - 0.3 * 2 * share) / 6 + 0.3 * share, abs=1e-6)
+    assert float(weak[0]) == pytest.approx(1 / 6, abs=1e-6)  # all but nothing stays the model's
+    strong = memory.log_probs(uniform, torch.tensor([1.0, 0.0, 0.0, 0.0])).exp()  # cosine 1: e0
+    assert float(strong[3]) > 0.7 / 6 + 0.3 * 0.9  # past the floor, most of the weight copies
+
+
 def test_a_weight_of_zero_changes_no_text_and_a_real_one_does() -> None:
     model = _model(12)
     params = SamplingParams(temperature=1.0)
@@ -96,17 +108,18 @@ def test_a_weight_of_zero_changes_no_text_and_a_real_one_does() -> None:
 def test_a_checkpoint_carries_its_cache_and_refuses_a_malformed_one(tmp_path: Path) -> None:
     tokenizer = CharTokenizer.fit("to be or not to be")
     model = _model(tokenizer.vocab_size)
-    cache = CacheConfig(1000, 20.0, 0.07)
-    config = CheckpointConfig("generate", model.config, "char", 256, cache=cache)
-    save_checkpoint(tmp_path, model, config, tokenizer, {})
-    assert load_checkpoint(tmp_path).config.cache == cache
+    for cache in (CacheConfig(1000, 20.0, 0.07, floor=0.8), CacheConfig(1000, 20.0, 0.07)):
+        config = CheckpointConfig("generate", model.config, "char", 256, cache=cache)
+        save_checkpoint(tmp_path, model, config, tokenizer, {})
+        assert load_checkpoint(tmp_path).config.cache == cache
     data = json.loads((tmp_path / CONFIG).read_text())
-    assert data["cache"] == {"window": 1000, "theta": 20.0, "weight": 0.07}
+    assert data["cache"] == {"window": 1000, "theta": 20.0, "weight": 0.07}  # no floor: none
     for bad, said in [
         ({"window": 0, "theta": 20.0, "weight": 0.1}, "cache.window must be from 1"),
         ({"window": 10, "theta": 20.0, "weight": 1.0}, "cache.weight must be in [0, 1)"),
         ({"window": 10, "theta": -1.0, "weight": 0.1}, "cache.theta must be in (0, 1000]"),
-        ({"window": 10, "theta": 20.0}, "cache must be an object of window, theta and weight"),
+        ({"window": 10, "theta": 20.0}, "cache must be an object of window, theta, weight and"),
+        ({"window": 10, "theta": 20.0, "weight": 0.1, "floor": 1.5}, "cache.floor must be a"),
     ]:
         (tmp_path / CONFIG).write_text(json.dumps({**data, "cache": bad}))
         lines = [f"{sha256_file(tmp_path / name)}  {name}\n" for name in FILES]

@@ -67,7 +67,7 @@ def _no_service_environment() -> Iterator[None]:
 
 
 # as the shipped language models carry one: every next-word and generation test uses it
-LM_CACHE = CacheConfig(window=64, theta=20.0, weight=0.1)
+LM_CACHE = CacheConfig(window=64, theta=20.0, weight=0.1, floor=0.5)
 
 
 @pytest.fixture(scope="session")

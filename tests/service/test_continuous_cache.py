@@ -114,7 +114,7 @@ def test_the_service_generates_with_the_checkpoints_cache_unless_turned_off(
             shown.append(models["generate"]["continuous_cache"])
             assert models["sentiment"]["continuous_cache"] is None  # a classifier has none
             texts.append(client.post("/generate", json=body).json()["text"])
-    assert shown == [{"window": 64, "theta": 20.0, "weight": 0.1}, None]
+    assert shown == [{"window": 64, "theta": 20.0, "weight": 0.1, "floor": 0.5}, None]
     assert texts[0] != texts[1]
 
 

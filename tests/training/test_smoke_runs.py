@@ -31,6 +31,9 @@ from training.loop import RESUME_FILE
 from .conftest import reviews, write_csv
 
 TASKS = ("sentiment", "next-word", "generate")
+# the language models' configurations fit a continuous cache: the model alone is measured beside
+# it, on the test split and on short texts read from nothing
+CACHED = ["loss_without_cache", "short_texts", "short_text_length", "short_text_loss"]
 TEST_METRICS = {
     "sentiment": [
         f"{prefix}{name}"
@@ -56,9 +59,19 @@ TEST_METRICS = {
         "word_top3_accuracy",
         "word_targets",
         "nonword_top3_share",
+        *CACHED,
+        "short_text_word_top3_accuracy",
+        "short_text_loss_without_cache",
+        "short_text_word_top3_accuracy_without_cache",
     ],
-    # its configuration fits a continuous cache: the model alone is measured beside it
-    "generate": ["loss", "perplexity", "bits_per_token", "tokens", "loss_without_cache"],
+    "generate": [
+        "loss",
+        "perplexity",
+        "bits_per_token",
+        "tokens",
+        *CACHED,
+        "short_text_loss_without_cache",
+    ],
 }
 
 
