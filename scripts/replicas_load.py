@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 REVIEWS = [
@@ -84,7 +85,7 @@ def worker(
 ) -> None:
     connection = connect(base, args.timeout)
     session = f"{args.session_prefix}-{threading.get_ident()}" if args.session_prefix else None
-    while (index := next(counter)) < args.requests and time.monotonic() < args.deadline_at:
+    while _more(index := next(counter), args):
         started = time.perf_counter()
         try:
             status, reason = send(connection, index, session, KINDS[args.only])
@@ -99,6 +100,16 @@ def worker(
             else:
                 tally.failures.append(reason)
     connection.close()
+
+
+def _more(index: int, args: argparse.Namespace) -> bool:
+    """Whether to send request `index`: until --requests are sent, or with --until, until that
+    file exists; never past --seconds."""
+    if time.monotonic() >= args.deadline_at:
+        return False
+    if args.until:
+        return not Path(args.until).exists()
+    return bool(index < args.requests)
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -163,6 +174,9 @@ def main() -> int:
     load = commands.add_parser("load", help="the mixed load")
     load.add_argument("--requests", type=int, default=300, help="stop after this many")
     load.add_argument("--seconds", type=float, default=120, help="or after this long")
+    load.add_argument(
+        "--until", metavar="FILE", help="instead of --requests: go on until FILE exists"
+    )
     load.add_argument("--concurrency", type=int, default=4)
     load.add_argument("--session-prefix", default="", help="send x-session-key with next-word")
     load.add_argument("--only", choices=list(KINDS), default="mixed", help="one route only")
