@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.architectures import LanguageModel
+from models.architectures import LanguageModel, SequenceClassifier
 from models.cache import Memory, WindowedMemory
 from models.checkpoint import load_checkpoint, save_checkpoint
-from models.config import CacheConfig, LanguageModelConfig, SamplingParams
+from models.config import CacheConfig, ClassifierConfig, LanguageModelConfig, SamplingParams
 from models.decoding import generate_ids, make_generator
 from models.format import CONFIG, FILES, MANIFEST, CheckpointConfig, InvalidConfigError, sha256_file
 from models.tokenizers import CharTokenizer
@@ -127,3 +127,13 @@ def test_a_checkpoint_carries_its_cache_and_refuses_a_malformed_one(tmp_path: Pa
         with pytest.raises(InvalidConfigError, match=r"config\.json") as raised:
             load_checkpoint(tmp_path)
         assert said in str(raised.value)
+
+
+def test_a_classifier_with_a_cache_is_refused_by_name(tmp_path: Path) -> None:
+    tokenizer = CharTokenizer.fit("to be or not to be")
+    classifier = SequenceClassifier(ClassifierConfig(vocab_size=tokenizer.vocab_size))
+    cache = CacheConfig(10, 20.0, 0.1)
+    config = CheckpointConfig("sentiment", classifier.config, "char", 64, ("a", "b"), cache=cache)
+    save_checkpoint(tmp_path, classifier, config, tokenizer, {})
+    with pytest.raises(InvalidConfigError, match="a cache belongs to a language model"):
+        load_checkpoint(tmp_path)
