@@ -164,7 +164,9 @@ function modelItem(model) {
     `${model.cell.toUpperCase()} ${model.architecture}`,
     `${(model.parameters / 1e6).toFixed(2)}M parameters`,
     model.dataset,
-    ...Object.entries(model.metrics || {}).map(([key, value]) => formatMetric(key, value)),
+    ...Object.entries(model.metrics || {})
+      .filter(([key]) => HEADLINE_METRICS.includes(key))
+      .map(([key, value]) => formatMetric(key, value)),
     // the metrics called loss are measured with it; served without it, the loss without it holds
     model.continuous_cache ? `continuous cache over ${model.continuous_cache.window} tokens` : "",
     `${model.device} ${model.dtype}`,
@@ -173,6 +175,16 @@ function modelItem(model) {
   item.append(name, ` — ${facts.filter(Boolean).join(" · ")}`);
   return item;
 }
+
+// The test metrics a model's line shows; /models (and the model card) has them all: a language
+// model's card holds some thirty (its short texts, everyday reviews, the network alone).
+const HEADLINE_METRICS = [
+  "accuracy",
+  "perplexity",
+  "top3_accuracy",
+  "word_top3_accuracy",
+  "bits_per_token",
+];
 
 function formatMetric(key, value) {
   const name = key.replaceAll("_", " ");
