@@ -152,6 +152,15 @@ class SequenceClassifier(nn.Module):
         )  # (B, D)
 
 
+def final_hidden(hidden: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """Each row's output (B, H) at its own last real position of hidden (B, T, H): the rows of
+    one packed batch end at different places (`lengths`; None: all at the end)."""
+    if lengths is None:
+        return hidden[:, -1]
+    rows = torch.arange(hidden.shape[0], device=hidden.device)  # (B,)
+    return hidden[rows, lengths.to(hidden.device) - 1]
+
+
 class LanguageModel(nn.Module):
     """Next-token model: `forward(tokens, state) -> (logits, state)`; state carries over."""
 
@@ -228,11 +237,7 @@ class LanguageModel(nn.Module):
         """Logits (B, V) after each row's last real token only, and the state there: reading a
         prompt needs no projection to the vocabulary at the positions before."""
         hidden, new_state = self.features(tokens, state, lengths)  # (B, T, H)
-        last = (lengths.to(hidden.device) - 1) if lengths is not None else None  # (B,)
-        rows = torch.arange(hidden.shape[0], device=hidden.device)  # (B,)
-        # row b's output at its own last position (rows of one batch end at different places)
-        final = hidden[rows, last] if last is not None else hidden[:, -1]  # (B, H)
-        return self.logits(final), new_state  # (B, V)
+        return self.logits(final_hidden(hidden, lengths)), new_state  # (B, V)
 
     def forward(
         self,

@@ -163,15 +163,6 @@ class WindowedMemory:
         cosines, every_id = self.cosines(hidden, next_ids)
         return shares(cosines, self.config.theta, self.config.floor), every_id
 
-    def target_log_probs(
-        self, target_log_probs: torch.Tensor, hidden: torch.Tensor, targets: torch.Tensor
-    ) -> torch.Tensor:
-        """The cache's log p(target) (B, T) from the model's (B, T), the hidden states (B, T, H)
-        and the targets (B, T), which are also the tokens that followed each position."""
-        weights, ids = self.weights(hidden, targets)
-        copy = (weights * (ids[:, None, :] == targets[:, :, None])).sum(-1)  # (B, T)
-        return mix(target_log_probs, copy, weights.sum(-1), self.config.weight)
-
     def log_probs(
         self, log_probs: torch.Tensor, hidden: torch.Tensor, next_ids: torch.Tensor
     ) -> torch.Tensor:
@@ -179,6 +170,12 @@ class WindowedMemory:
         weights, ids = self.weights(hidden, next_ids)
         index = ids[:, None, :].expand(-1, weights.shape[1], -1)  # (B, T, M + T)
         return mix_rows(log_probs, weights, index, self.config.weight)
+
+
+def target_copy(weights: torch.Tensor, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The copy's probability of each target (B, T), from the shares (B, T, K) of the pairs
+    with tokens `ids` (B, K)."""
+    return (weights * (ids[:, None, :] == targets[:, :, None])).sum(-1)
 
 
 def mix_rows(

@@ -118,8 +118,9 @@ def architecture_name(config: ModelConfig) -> str:
 class CacheConfig:
     """A continuous cache (Grave et al., 2017) beside a language model: the next-token
     distribution is mixed with one that copies what followed the `window` most recent positions
-    whose hidden states resemble the current one (cosine similarity times `theta`, softmaxed),
-    with `weight` on the copy. Its three values are fitted on validation text (`models.cache`)."""
+    whose hidden states resemble the current one (cosine similarity times `theta`, softmaxed
+    against a sentinel at `floor`), with `weight` on the copy. Its values are fitted on
+    validation text (`models.cache`, `training.cache_fit`)."""
 
     window: int
     theta: float

@@ -10,7 +10,6 @@ import torch
 from models.architectures import LanguageModel
 from models.cache import Memory
 from models.config import CacheConfig, SamplingParams
-from models.recurrent import State
 
 
 def apply_penalties(
@@ -107,17 +106,6 @@ def make_generator(seed: int) -> torch.Generator:
 
 
 @torch.inference_mode()
-def prefill(
-    model: LanguageModel, ids: Sequence[int], state: State | None = None
-) -> tuple[torch.Tensor, State]:
-    """Read prompt ids; return the logits for the next token (V,) and the state after the prompt."""
-    device = next(model.parameters()).device
-    tokens = torch.tensor([list(ids)], dtype=torch.long, device=device)  # (1, T)
-    logits, new_state = model.next_logits(tokens, state)  # (1, V)
-    return logits[0], new_state
-
-
-@torch.inference_mode()
 def generate_ids(
     model: LanguageModel,
     prompt_ids: Sequence[int],
@@ -131,38 +119,21 @@ def generate_ids(
     prompt and the text generated so far."""
     if not prompt_ids:
         raise ValueError("prompt_ids must hold at least one token")
-    if cache is not None:
-        yield from _generate_with_cache(model, prompt_ids, max_new_tokens, params, generator, cache)
-        return
-    logits, state = prefill(model, prompt_ids)  # (V,)
-    device = logits.device
-    for _ in range(max_new_tokens):
-        token = sample_next(logits, params, generator)
-        yield token
-        # one new token and the carried state: a step costs the same at any text length
-        step = torch.tensor([[token]], dtype=torch.long, device=device)  # (1, 1)
-        step_logits, state = model(step, state)  # (1, 1, V)
-        logits = step_logits[0, -1]  # (V,)
-
-
-def _generate_with_cache(
-    model: LanguageModel,
-    prompt_ids: Sequence[int],
-    max_new_tokens: int,
-    params: SamplingParams,
-    generator: torch.Generator,
-    cache: CacheConfig,
-) -> Iterator[int]:
     device = next(model.parameters()).device
     tokens = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)  # (1, T)
     hidden, state = model.features(tokens)  # (1, T, H)
-    memory = Memory(cache, hidden.shape[-1], device)
-    memory.add(hidden[0, :-1], tokens[0, 1:])  # each prompt position and the token after it
-    last = hidden[0, -1]  # (H,)
+    last = hidden[0, -1]  # (H,): the output the next token's logits come from
+    memory = Memory(cache, hidden.shape[-1], device) if cache is not None else None
+    if memory is not None:
+        memory.add(hidden[0, :-1], tokens[0, 1:])  # each prompt position and the token after it
     for _ in range(max_new_tokens):
-        token = sample_next(memory.log_probs(model.logits(last), last), params, generator)
+        logits = model.logits(last)  # (V,)
+        distribution = memory.log_probs(logits, last) if memory is not None else logits
+        token = sample_next(distribution, params, generator)
         yield token
+        # one new token and the carried state: a step costs the same at any text length
         step = torch.tensor([[token]], dtype=torch.long, device=device)  # (1, 1)
-        memory.add(last[None], step[0])
+        if memory is not None:
+            memory.add(last[None], step[0])
         hidden, state = model.features(step, state)  # (1, 1, H)
         last = hidden[0, -1]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from models.architectures import LanguageModel
+from models.architectures import LanguageModel, final_hidden
 from models.cache import Memory
 from models.config import CacheConfig
 from models.recurrent import State, concat_states, select_state, without_onednn, zero_state
@@ -182,19 +182,15 @@ def _read_rests(
     # oneDNN; longer reads keep it
     one_step = without_onednn() if int(lengths.max()) == 1 else nullcontext()
     with torch.inference_mode(), one_step:
-        if continuous is None:
-            last, new_state = model.next_logits(tokens, state, lengths)
-            hidden = None
-        else:
-            hidden, new_state = model.features(tokens, state, lengths)  # (B, T, H)
-            ends = hidden[torch.arange(len(rests)), lengths.to(device) - 1]  # (B, H)
-            last = model.logits(ends)
+        # every position's output is kept: a continuous cache remembers them all
+        hidden, new_state = model.features(tokens, state, lengths)  # (B, T, H)
+        last = model.logits(final_hidden(hidden, lengths))  # (B, V)
         log_probs = torch.log_softmax(last.float(), dim=-1)  # (B, V)
     reads = []
     for row, (rest, entry) in enumerate(zip(rests, starts, strict=True)):
         # one row of the batched state: (L, 1, H), copied out (advanced indexing)
         row_state = select_state(new_state, torch.tensor([row], device=device))
-        if hidden is None or continuous is None:
+        if continuous is None:
             reads.append(ReadPrompt(log_probs[row], row_state))
             continue
         memory = _memory_of(entry, continuous, hidden.shape[-1], device)

@@ -5,14 +5,12 @@ each (theta, floor) a softmax, and each weight only a mix."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from models.architectures import LanguageModel
-from models.cache import WindowedMemory, mix, shares
+from models.cache import WindowedMemory, mix, shares, target_copy
 from models.config import CacheConfig
-from models.recurrent import State
+from training.reading import Window, read_windows
 
 WINDOWS = (250, 500, 1000, 2000, 4000)
 THETAS = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 40.0)
@@ -21,32 +19,8 @@ FLOORS = (None, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
 WEIGHTS = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 
 
-@dataclass(frozen=True)
-class _Window:
-    target_log_probs: torch.Tensor  # (B, T): the model's own
-    hidden: torch.Tensor  # (B, T, H)
-    targets: torch.Tensor  # (B, T)
-
-
-def _read(model: LanguageModel, data: torch.Tensor, bptt: int, max_batches: int) -> list[_Window]:
-    """The model over parallel streams (B, N), state carried, as `evaluate_ids` reads them."""
-    state: State | None = None
-    windows = []
-    with torch.inference_mode():
-        for number, start in enumerate(range(0, data.shape[1] - 1, bptt)):
-            if max_batches and number >= max_batches:
-                break
-            targets = data[:, start + 1 : start + 1 + bptt]
-            inputs = data[:, start : start + bptt][:, : targets.shape[1]]
-            hidden, state = model.features(inputs, state)  # (B, T, H)
-            flat = hidden.reshape(-1, hidden.shape[-1]).float()
-            log_probs = model.target_log_probs(flat, targets.reshape(-1)).view(targets.shape)
-            windows.append(_Window(log_probs.float(), hidden.float(), targets))
-    return windows
-
-
 def _losses(
-    windows: list[_Window],
+    windows: list[Window],
     cosines: list[tuple[torch.Tensor, torch.Tensor]],
     theta: float,
     floor: float | None,
@@ -55,8 +29,7 @@ def _losses(
     copies = []
     for part, (cosine, ids) in zip(windows, cosines, strict=True):
         weights = shares(cosine, theta, floor)  # (B, T, K)
-        copy = (weights * (ids[:, None, :] == part.targets[:, :, None])).sum(-1)  # (B, T)
-        copies.append((copy, weights.sum(-1)))
+        copies.append((target_copy(weights, ids, part.targets), weights.sum(-1)))  # (B, T)
     count = sum(w.targets.numel() for w in windows)
     losses = {}
     for weight in WEIGHTS:
@@ -73,7 +46,11 @@ def fit_cache(
     """The cache with the lowest loss on validation streams `data` (B, N) (None where none
     lowers it), and a report: the loss without and with it, and the best weight's loss for
     every window and theta tried."""
-    windows = _read(model, data, bptt, max_batches)
+    with torch.inference_mode():
+        windows = [
+            Window(w.hidden.float(), w.targets, w.target_log_probs.float())
+            for w in read_windows(model, data, bptt, max_batches)
+        ]
     count = sum(w.targets.numel() for w in windows)
     without = -sum(float(w.target_log_probs.sum()) for w in windows) / max(1, count)
     grid: list[dict[str, float | None]] = []

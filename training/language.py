@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from models.architectures import LanguageModel, build_model
-from models.cache import WindowedMemory, mix, mix_rows
+from models.cache import WindowedMemory, mix, mix_rows, target_copy
 from models.checkpoint import Checkpoint
 from models.config import CacheConfig, SamplingParams
 from models.decoding import generate_ids, make_generator
@@ -33,6 +33,7 @@ from models.wordtext import WIKITEXT
 from training.cache_fit import fit_cache
 from training.config import LanguageModelTrainConfig, TrainConfig
 from training.everyday import encode_reviews, load_everyday
+from training.reading import read_windows
 from training.short_texts import short_texts
 from training.speakers import name_dependence
 from training.tasks import SAMPLES, Finished
@@ -225,31 +226,22 @@ def evaluate_ids(
     decoding computes them."""
     device = next(model.parameters()).device
     data = streams(ids, batch_size).to(device)
-    state: State | None = None
     memory = WindowedMemory(cache) if cache is not None else None
     nll, count = 0.0, 0
     hits = dict.fromkeys(top_k, 0)
     word_hits, word_targets, nonword_slots = 0, 0, 0
     is_word = words.to(device) if words is not None else None
-    windows = range(0, data.shape[1] - 1, bptt)
     with torch.inference_mode():
-        for number, start in enumerate(windows):
-            if max_batches and number >= max_batches:
-                break
-            inputs = data[:, start : start + bptt]
-            targets = data[:, start + 1 : start + 1 + bptt]
-            inputs = inputs[:, : targets.shape[1]]
-            hidden, state = model.features(inputs, state)
+        for window in read_windows(model, data, bptt, max_batches):
+            hidden, targets = window.hidden, window.targets
             flat, flat_targets = hidden.reshape(-1, hidden.shape[-1]).float(), targets.reshape(-1)
-            target_log_probs = model.target_log_probs(flat, flat_targets)  # (B * T,)
+            target_log_probs = window.target_log_probs  # (B, T)
             copied = None
             if memory is not None:  # each position's shares of the pairs before it
                 weights, every_id = memory.weights(hidden, targets)  # (B, T, K), (B, K)
-                copy = (weights * (every_id[:, None, :] == targets[:, :, None])).sum(-1)
-                target_log_probs = mix(
-                    target_log_probs.view(targets.shape), copy, weights.sum(-1),
-                    memory.config.weight,
-                ).reshape(-1)  # fmt: skip
+                copy = target_copy(weights, every_id, targets)
+                mass = weights.sum(-1)
+                target_log_probs = mix(target_log_probs, copy, mass, memory.config.weight)
                 copied = (weights.reshape(-1, weights.shape[-1]), every_id, targets.shape[1])
             nll -= float(target_log_probs.sum())
             count += flat_targets.numel()

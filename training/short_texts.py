@@ -55,10 +55,11 @@ def short_texts(
     texts = ids[: ids.numel() // length * length].view(-1, length)
     texts = texts[:: max(1, texts.shape[0] // count)][:count].to(device)  # (count, length)
     metrics: dict[str, float] = {"short_texts": float(texts.shape[0]), "short_text_length": length}
+    words = words.to(device) if words is not None else None
     with torch.inference_mode():
-        measured = _measure(model, texts, cache, words.to(device) if words is not None else None)
+        measured = _measure(model, texts, cache, words)
         metrics.update({f"short_text_{k}": v for k, v in measured.items()})
         if cache is not None:
-            alone = _measure(model, texts, None, words.to(device) if words is not None else None)
+            alone = _measure(model, texts, None, words)
             metrics.update({f"short_text_{k}_without_cache": v for k, v in alone.items()})
     return metrics

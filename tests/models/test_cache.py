@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from models.architectures import LanguageModel, SequenceClassifier
-from models.cache import Memory, WindowedMemory
+from models.cache import Memory, WindowedMemory, mix, target_copy
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.config import CacheConfig, ClassifierConfig, LanguageModelConfig, SamplingParams
 from models.decoding import generate_ids, make_generator
@@ -40,7 +40,10 @@ def test_token_by_token_equals_window_by_window(window: int, floor: float | None
         part = slice(start, start + 6)
         whole.append(windowed.log_probs(log_probs[:, part], hidden[:, part], ids[:, part]))
         own = log_probs[:, part].gather(2, ids[:, part, None])[..., 0]
-        picked.append(targets.target_log_probs(own, hidden[:, part], ids[:, part]))
+        # the targets alone, as evaluation mixes them
+        weights, pairs = targets.weights(hidden[:, part], ids[:, part])
+        copy = target_copy(weights, pairs, ids[:, part])
+        picked.append(mix(own, copy, weights.sum(-1), config.weight))
     mixed = torch.cat(whole, 1)  # (2, 23, 7)
     torch.testing.assert_close(mixed.exp().sum(-1), torch.ones(2, 23))
     torch.testing.assert_close(mixed.gather(2, ids[..., None])[..., 0], torch.cat(picked, 1))

@@ -16,14 +16,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from models.architectures import LanguageModel
+from models.config import LanguageModelConfig
 from models.format import MANIFEST, sha256_file
 from service.api.deps import ServiceState
 from service.app import create_app
 from service.engine import EngineClient
+from service.generation import GenerationRequest, GenerationScheduler
 from service.settings import Settings
 
 ENVELOPE_KEYS = {"error", "error_type", "request_id"}
@@ -184,3 +188,19 @@ def resign(checkpoint: Path, name: str) -> None:
     digest = sha256_file(checkpoint / name)
     fixed = [f"{digest}  {name}" if line.endswith(f"  {name}") else line for line in lines]
     (checkpoint / MANIFEST).write_text("\n".join(fixed) + "\n")
+
+
+def tiny_language_model(vocab: int = 30) -> LanguageModel:
+    """A 2-layer LSTM of 16 units, the same weights every time, in eval mode."""
+    torch.manual_seed(0)
+    config = LanguageModelConfig(vocab_size=vocab, embed_dim=8, hidden_dim=16, num_layers=2)
+    return LanguageModel(config).eval()
+
+
+def run_generations(scheduler: GenerationScheduler, requests: list[GenerationRequest]) -> None:
+    """Submit the requests and step the scheduler, as an engine does, until all have finished."""
+    for request in requests:
+        scheduler.submit(request)
+    while scheduler.active():
+        scheduler.admit()
+        scheduler.step()

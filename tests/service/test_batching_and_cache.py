@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 
 from models.architectures import LanguageModel
-from models.config import LanguageModelConfig, SamplingParams
+from models.config import SamplingParams
 from models.tokenizers import CharTokenizer
 from service.engine.operations import Event, FinishEvent, TokenEvent
 from service.generation import GenerationRequest, GenerationScheduler, StopScanner
@@ -20,14 +20,9 @@ from service.inference import (
     next_word_distributions,
 )
 from service.prefix_cache import PrefixCache, read_prefixes
+from tests.service.support import run_generations, tiny_language_model
 
 TEXT = "to be or not to be, that is the question\n"
-
-
-def _model(vocab: int = 30) -> LanguageModel:
-    torch.manual_seed(0)
-    config = LanguageModelConfig(vocab_size=vocab, embed_dim=8, hidden_dim=16, num_layers=2)
-    return LanguageModel(config).eval()
 
 
 def _cold(model: LanguageModel, ids: list[int]) -> torch.Tensor:
@@ -37,7 +32,7 @@ def _cold(model: LanguageModel, ids: list[int]) -> torch.Tensor:
 
 
 def test_cached_prefix_gives_exactly_the_cold_answer() -> None:
-    model, cache = _model(), PrefixCache(1 << 20)
+    model, cache = tiny_language_model(), PrefixCache(1 << 20)
     short, long = [1, 2, 3, 4], [1, 2, 3, 4, 5, 6, 7]
     read_prefixes(model, [short], cache)[0]
     warm, _ = read_prefixes(model, [long], cache)[0]
@@ -48,7 +43,7 @@ def test_cached_prefix_gives_exactly_the_cold_answer() -> None:
 
 
 def test_cache_stays_within_its_byte_budget_evicting_least_recent() -> None:
-    model = _model()
+    model = tiny_language_model()
     one_entry = PrefixCache(1 << 20)
     read_prefixes(model, [[1]], one_entry)[0]
     cache = PrefixCache(one_entry.bytes * 2)
@@ -62,7 +57,7 @@ def test_cache_stays_within_its_byte_budget_evicting_least_recent() -> None:
 def test_cache_counts_the_memory_its_entries_keep_alive() -> None:
     """Entries read in one batch are rows of batched tensors; the cache must hold compact copies,
     or each entry keeps the whole batch alive while counting one row (a 30x overrun was seen)."""
-    model, cache = _model(), PrefixCache(1 << 30)
+    model, cache = tiny_language_model(), PrefixCache(1 << 30)
     read_prefixes(model, [[1, 2], [3], [4, 5, 6], [7, 8]], cache)
     alive = {}
     for entry in cache._entries.values():
@@ -77,21 +72,13 @@ def test_cache_counts_the_memory_its_entries_keep_alive() -> None:
 
 
 def test_batched_next_word_with_cache_hits_equals_each_cold() -> None:
-    model, cache = _model(), PrefixCache(1 << 20)
+    model, cache = tiny_language_model(), PrefixCache(1 << 20)
     contexts = [[1, 2, 3], [1, 2, 3, 4, 5], [7], [9, 8, 7, 6, 5, 4]]
     read_prefixes(model, [[1, 2, 3]], cache)[0]  # an exact hit, a partial hit and two misses below
     queries = [NextWordQuery(c, None, 0, 3) for c in contexts]
     batched = next_word_distributions(model, queries, cache)
     for context, got in zip(contexts, batched, strict=True):
         torch.testing.assert_close(got, _cold(model, context), rtol=0, atol=1e-5)
-
-
-def _run(scheduler: GenerationScheduler, requests: list[GenerationRequest]) -> None:
-    for request in requests:
-        scheduler.submit(request)
-    while scheduler.active():
-        scheduler.admit()
-        scheduler.step()
 
 
 def _request(
@@ -102,15 +89,15 @@ def _request(
 
 def test_seed_gives_the_same_text_alone_and_in_a_busy_batch() -> None:
     tokenizer = CharTokenizer.fit(TEXT)
-    model = _model(tokenizer.vocab_size)
+    model = tiny_language_model(tokenizer.vocab_size)
     prompt = tokenizer.encode("to be").ids
     alone: list[Event] = []
-    _run(GenerationScheduler(model, tokenizer, 8, None), [_request(prompt, 42, alone)])
+    run_generations(GenerationScheduler(model, tokenizer, 8, None), [_request(prompt, 42, alone)])
     busy: list[Event] = []
     others = [
         _request(tokenizer.encode(p).ids, s, []) for p, s in (("that", 1), ("q", 2), ("or not", 3))
     ]
-    _run(
+    run_generations(
         GenerationScheduler(model, tokenizer, 8, PrefixCache(1 << 20)),
         [others[0], _request(prompt, 42, busy), *others[1:]],
     )
@@ -121,7 +108,7 @@ def test_seed_gives_the_same_text_alone_and_in_a_busy_batch() -> None:
 
 def test_cancelled_sequence_leaves_at_the_next_step() -> None:
     tokenizer = CharTokenizer.fit(TEXT)
-    scheduler = GenerationScheduler(_model(tokenizer.vocab_size), tokenizer, 8, None)
+    scheduler = GenerationScheduler(tiny_language_model(tokenizer.vocab_size), tokenizer, 8, None)
     events: list[Event] = []
     request = _request([1, 2], 0, events)
     scheduler.submit(request)
@@ -166,7 +153,7 @@ def test_length_groups_keep_padding_small_and_every_index_once() -> None:
 
 def test_prompts_read_together_and_a_bad_one_fails_alone() -> None:
     tokenizer = CharTokenizer.fit(TEXT)
-    model = _model(tokenizer.vocab_size)
+    model = tiny_language_model(tokenizer.vocab_size)
     scheduler = GenerationScheduler(model, tokenizer, 8, None)
     good: list[Event] = []
     bad: list[Event] = []
@@ -176,7 +163,7 @@ def test_prompts_read_together_and_a_bad_one_fails_alone() -> None:
     assert scheduler.active() == 1
     assert isinstance(bad[-1], FinishEvent) and bad[-1].finish_reason == "error"
     alone: list[Event] = []
-    _run(
+    run_generations(
         GenerationScheduler(model, tokenizer, 8, None),
         [_request(tokenizer.encode("to be").ids, 1, alone)],
     )
@@ -188,7 +175,7 @@ def test_prompts_read_together_and_a_bad_one_fails_alone() -> None:
 
 def test_a_joining_streams_first_token_is_out_before_the_running_ones_are_sampled() -> None:
     tokenizer = CharTokenizer.fit(TEXT)
-    scheduler = GenerationScheduler(_model(tokenizer.vocab_size), tokenizer, 8, None)
+    scheduler = GenerationScheduler(tiny_language_model(tokenizer.vocab_size), tokenizer, 8, None)
     order: list[str] = []
 
     def emit_as(name: str) -> Callable[[Event], None]:
@@ -215,7 +202,7 @@ def test_a_generation_step_runs_without_onednn_and_a_prompts_read_with_it() -> N
     """One time step is faster on PyTorch's own CPU kernels, a prompt's read on oneDNN's
     (models/recurrent.py, `without_onednn`); the switch is back on after the step."""
     tokenizer = CharTokenizer.fit(TEXT)
-    model = _model(tokenizer.vocab_size)
+    model = tiny_language_model(tokenizer.vocab_size)
     onednn: list[bool] = []  # at each call of the recurrent stack
     model.rnn.register_forward_pre_hook(
         lambda module, inputs: onednn.append(torch._C._get_mkldnn_enabled())
@@ -231,7 +218,7 @@ def test_a_generation_step_runs_without_onednn_and_a_prompts_read_with_it() -> N
 def test_a_word_typed_after_a_cached_text_is_read_without_onednn() -> None:
     """A read of one new token from a cached state is one time step (without oneDNN); a longer
     read keeps it (service/prefix_cache.py)."""
-    model, cache = _model(), PrefixCache(1 << 20)
+    model, cache = tiny_language_model(), PrefixCache(1 << 20)
     onednn: list[bool] = []
     model.rnn.register_forward_pre_hook(
         lambda module, inputs: onednn.append(torch._C._get_mkldnn_enabled())

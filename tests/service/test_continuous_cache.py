@@ -8,36 +8,31 @@ import torch
 
 from models.architectures import LanguageModel
 from models.cache import WindowedMemory
-from models.config import CacheConfig, LanguageModelConfig, SamplingParams
+from models.config import CacheConfig, SamplingParams
 from models.tokenizers import CharTokenizer
 from service.engine.operations import Event, FinishEvent, TokenEvent
 from service.generation import GenerationRequest, GenerationScheduler
 from service.inference import NextWordQuery, next_word_distributions
 from service.prefix_cache import PrefixCache
 from tests.service.conftest import SettingsFactory
-from tests.service.support import serve
+from tests.service.support import run_generations, serve, tiny_language_model
 
 TEXT = "to be or not to be, that is the question\n"
 CACHE = CacheConfig(window=12, theta=20.0, weight=0.5)  # a window the text outgrows
 
 
-def _model(vocab: int) -> LanguageModel:
-    torch.manual_seed(0)
-    config = LanguageModelConfig(vocab_size=vocab, embed_dim=8, hidden_dim=16, num_layers=2)
-    return LanguageModel(config).eval()
-
-
-def _run(scheduler: GenerationScheduler, requests: list[GenerationRequest]) -> None:
-    for request in requests:
-        scheduler.submit(request)
-    while scheduler.active():
-        scheduler.admit()
-        scheduler.step()
-
-
 def _request(prompt: list[int], seed: int, events: list[Event]) -> GenerationRequest:
     params = SamplingParams(temperature=1.0)
     return GenerationRequest(prompt, 40, params, seed, (), events.append, logprobs=0)
+
+
+def _evaluated(model: LanguageModel, text: torch.Tensor, next_ids: torch.Tensor) -> torch.Tensor:
+    """The mixed log-probabilities (1, T, V) at each position of text (1, T), as evaluation
+    computes them, `next_ids` (1, T) being the token after each."""
+    with torch.inference_mode():
+        hidden, _ = model.features(text)
+        log_probs = torch.log_softmax(model.logits(hidden), -1)
+        return WindowedMemory(CACHE).log_probs(log_probs, hidden, next_ids)
 
 
 def _ids(events: list[Event]) -> list[int]:
@@ -46,34 +41,38 @@ def _ids(events: list[Event]) -> list[int]:
 
 def test_a_seed_gives_one_text_alone_in_a_batch_and_from_cached_prefixes() -> None:
     tokenizer = CharTokenizer.fit(TEXT)
-    model = _model(tokenizer.vocab_size)
+    model = tiny_language_model(tokenizer.vocab_size)
     prompt = tokenizer.encode("to be or not").ids
     alone: list[Event] = []
-    _run(GenerationScheduler(model, tokenizer, 8, None, CACHE), [_request(prompt, 42, alone)])
+    run_generations(
+        GenerationScheduler(model, tokenizer, 8, None, CACHE), [_request(prompt, 42, alone)]
+    )
     expected = _ids(alone)
     without: list[Event] = []
-    _run(GenerationScheduler(model, tokenizer, 8, None), [_request(prompt, 42, without)])
+    run_generations(GenerationScheduler(model, tokenizer, 8, None), [_request(prompt, 42, without)])
     assert expected != _ids(without)  # the cache changes the text of this model
 
     prefixes = PrefixCache(1 << 24)
     scheduler = GenerationScheduler(model, tokenizer, 8, prefixes, CACHE)
-    _run(scheduler, [_request(prompt[:5], 1, [])])  # a cached prefix of the prompt
+    run_generations(scheduler, [_request(prompt[:5], 1, [])])  # a cached prefix of the prompt
     busy: list[Event] = []
     others = [_request(tokenizer.encode(p).ids, s, []) for p, s in (("that", 1), ("q", 2))]
-    _run(scheduler, [others[0], _request(prompt, 42, busy), others[1]])
+    run_generations(scheduler, [others[0], _request(prompt, 42, busy), others[1]])
     assert prefixes.hits >= 1
     assert _ids(busy) == expected
     again: list[Event] = []
-    _run(scheduler, [_request(prompt, 42, again)])  # the whole prompt cached
+    run_generations(scheduler, [_request(prompt, 42, again)])  # the whole prompt cached
     assert _ids(again) == expected
 
 
 def test_a_one_token_prompt_starts_with_an_empty_memory() -> None:
     tokenizer = CharTokenizer.fit(TEXT)
-    model = _model(tokenizer.vocab_size)
+    model = tiny_language_model(tokenizer.vocab_size)
     for cache in (None, PrefixCache(1 << 24)):  # read cold, then from the cached entry
         events: list[Event] = []
-        _run(GenerationScheduler(model, tokenizer, 8, cache, CACHE), [_request([3], 0, events)])
+        run_generations(
+            GenerationScheduler(model, tokenizer, 8, cache, CACHE), [_request([3], 0, events)]
+        )
         finish = events[-1]
         assert isinstance(finish, FinishEvent) and finish.finish_reason == "length"
         assert finish.tokens == 40
@@ -81,10 +80,12 @@ def test_a_one_token_prompt_starts_with_an_empty_memory() -> None:
 
 def test_reported_log_probabilities_are_the_mixed_distributions() -> None:
     tokenizer = CharTokenizer.fit(TEXT)
-    model = _model(tokenizer.vocab_size)
+    model = tiny_language_model(tokenizer.vocab_size)
     prompt = tokenizer.encode("to be or not to").ids
     events: list[Event] = []
-    _run(GenerationScheduler(model, tokenizer, 8, None, CACHE), [_request(prompt, 3, events)])
+    run_generations(
+        GenerationScheduler(model, tokenizer, 8, None, CACHE), [_request(prompt, 3, events)]
+    )
     finish = events[-1]
     assert isinstance(finish, FinishEvent)
     reported = [
@@ -92,10 +93,7 @@ def test_reported_log_probabilities_are_the_mixed_distributions() -> None:
     ] + [entry.logprob for entry in finish.logprobs]
     generated = _ids(events)
     text = torch.tensor([prompt + generated])  # (1, T)
-    with torch.inference_mode():
-        hidden, _ = model.features(text[:, :-1])
-        log_probs = torch.log_softmax(model.logits(hidden), -1)
-        mixed = WindowedMemory(CACHE).log_probs(log_probs, hidden, text[:, 1:])  # (1, T-1, V)
+    mixed = _evaluated(model, text[:, :-1], text[:, 1:])  # (1, T-1, V)
     # the engine never samples the unknown token: its distribution is the rest, renormalised
     mixed = torch.log_softmax(mixed.index_fill(2, torch.tensor([tokenizer.unk_id]), -torch.inf), -1)
     picked = mixed[0, len(prompt) - 1 :].gather(1, torch.tensor(generated)[:, None])[:, 0]
@@ -119,17 +117,14 @@ def test_the_service_generates_with_the_checkpoints_cache_unless_turned_off(
 
 
 def test_next_word_distributions_mix_the_texts_cache_cold_and_from_cached_prefixes() -> None:
-    model = _model(30)
+    model = tiny_language_model(30)
     contexts = [[1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 1, 2], [7, 8, 9, 7, 8], [4]]
     expected = []
-    with torch.inference_mode():
-        for ids in contexts:
-            text = torch.tensor([ids])
-            hidden, _ = model.features(text)
-            log_probs = torch.log_softmax(model.logits(hidden), -1)
-            # the distribution after the last token: next_ids beyond the text are never read
-            after = torch.cat([text[:, 1:], text[:, :1]], 1)
-            expected.append(WindowedMemory(CACHE).log_probs(log_probs, hidden, after)[0, -1])
+    for ids in contexts:
+        text = torch.tensor([ids])
+        # the distribution after the last token: next_ids beyond the text are never read
+        after = torch.cat([text[:, 1:], text[:, :1]], 1)
+        expected.append(_evaluated(model, text, after)[0, -1])
     queries = [NextWordQuery(ids, None, 0, 3) for ids in contexts]
     prefixes = PrefixCache(1 << 24)
     next_word_distributions(model, [NextWordQuery(contexts[0][:6], None, 0, 3)], prefixes, CACHE)
