@@ -92,7 +92,6 @@ def train(task_name: str, config: TrainConfig, argv: list[str] | None = None) ->
         f"{task_name}: {count_parameters(model):,} parameters, vocabulary "
         f"{run.tokenizer.vocab_size:,}, {run.steps_per_epoch(1)} steps per epoch"
     )
-    pretraining = run.pretrain(model, run_dir)
     trainer = Trainer(config, run, model, run_dir)
     history = trainer.fit()
     if not trainer.main:
@@ -118,8 +117,6 @@ def train(task_name: str, config: TrainConfig, argv: list[str] | None = None) ->
     card.update(finished.card)
     if init is not None:
         card["init_from"] = init
-    if pretraining is not None:
-        card["pretraining"] = pretraining
     export_dir = Path(config.export_dir) if config.export_dir else run_dir / "checkpoint"
     save_checkpoint(export_dir, model.cpu(), finished.checkpoint_config, run.tokenizer, card)
     plot_curves(history, run.metric, run_dir / "curves.png")

@@ -146,37 +146,8 @@ class SentimentConfig(TrainConfig):
         "sentences each epoch, so short text is in distribution",
     )
 
-    pretrain_epochs: int = setting(
-        0,
-        "passes of language-model pretraining (both directions) over the training reviews and "
-        "pretrain_data before the classifier trains: the embeddings and first layer learn from "
-        "unlabelled text first; 0: none",
-    )
-    pretrain_data: str | None = setting(
-        None,
-        "a plain-text corpus (a file, or a folder's train.txt, optionally .gz; WikiText's markup "
-        "is undone) pretrained on beside the training reviews; none: the reviews alone",
-    )
-    pretrain_lr: float = setting(2e-3, "peak learning rate of pretraining")
-    pretrain_batch_size: int = setting(64, "text pieces per pretraining step")
-    pretrain_length: int = setting(256, "tokens per pretraining piece (longer texts are cut)")
-    pretrain_minutes: float = setting(
-        0.0, "wall-clock budget of pretraining, in minutes, as max_minutes is of training"
-    )
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.pretrain_epochs < 0:
-            raise ValueError(f"pretrain_epochs must be 0 or more, got {self.pretrain_epochs}")
-        if self.pretrain_length < 2:
-            raise ValueError(f"pretrain_length must be 2 or more, got {self.pretrain_length}")
-        if self.pretrain_epochs and self.init_from:
-            raise ValueError("pretrain_epochs and init_from both set the starting weights: use one")
-
     def smoke_settings(self) -> dict[str, Any]:
         small = super().smoke_settings()
-        if self.pretrain_epochs:
-            small.update(pretrain_epochs=1, pretrain_batch_size=8, pretrain_length=32)
         # a smoke run's word-pair table: enough buckets for its few pairs, not the full run's
         small["model"]["ngram_buckets"] = min(self.model["ngram_buckets"], 4096)
         return {**small, "max_vocab": 2000, "max_length": 64, "head_tokens": 16}

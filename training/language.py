@@ -9,7 +9,6 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -145,9 +144,6 @@ class LanguageModelTask:
             self.config.eval_bptt,
             self.config.max_eval_batches,
         )
-
-    def pretrain(self, model: nn.Module, run_dir: Path) -> dict[str, Any] | None:
-        return None  # a language model has no stage before its training
 
     def finish(self, model: nn.Module) -> Finished:
         """Measure the test split once and sample the card's prompts."""

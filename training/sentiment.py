@@ -9,12 +9,11 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from models.architectures import SequenceClassifier, build_model
+from models.architectures import build_model
 from models.checkpoint import Checkpoint
 from models.format import CheckpointConfig
 from models.tokenizers import Tokenizer, WordTokenizer, fit_word_tokenizer, truncate_ids
@@ -29,16 +28,7 @@ from training.data import (
     sha256_of,
     split_validation,
 )
-from training.loop import Trainer
-from training.pretrain import (
-    VALID_TEXTS,
-    BidirectionalLM,
-    PretrainTask,
-    pieces,
-    stage_config,
-    texts_for,
-)
-from training.sentences import crop, eligible, flat, one_sentence_set
+from training.sentences import crop, eligible, one_sentence_set
 from training.tasks import SAMPLES, Finished
 
 LABELS = ("negative", "positive")
@@ -185,39 +175,6 @@ class SentimentTask:
             short = evaluate_rows(model, self.valid_sentence_rows, pad, cap)
             metrics["sentence_accuracy"] = short["accuracy"]
         return metrics
-
-    def pretrain(self, model: nn.Module, run_dir: Path) -> dict[str, Any] | None:
-        """With pretrain_epochs, train the classifier's embeddings and first layer as a language
-        model in both directions on the training reviews (and pretrain_data) first
-        (`training.pretrain`); the stage resumes from its own run directory."""
-        config = self.config
-        if config.pretrain_epochs <= 0:
-            return None
-        assert isinstance(model, SequenceClassifier)
-        texts, record = texts_for(config, [e.text for e in self.data.train])
-        train = pieces(self.tokenizer, texts, config.pretrain_length)
-        held = [flat(e.text) for e in self.data.valid[:VALID_TEXTS]]
-        valid = pieces(self.tokenizer, held, config.pretrain_length)
-        stage = stage_config(config, run_dir)
-        language_model = BidirectionalLM(model)
-        task = PretrainTask(stage, train, valid, self.tokenizer.pad_id or 0)
-        print(
-            f"pretraining: {sum(len(p) for p in train):,} tokens in {len(train):,} pieces, "
-            f"{task.steps_per_epoch(1)} steps per epoch"
-        )
-        trainer = Trainer(stage, task, language_model, Path(stage.run_dir))
-        history = trainer.fit()
-        return {
-            **record,
-            "tokens": sum(len(p) for p in train),
-            "epochs": config.pretrain_epochs,
-            "steps": trainer.step,
-            "validation_reviews": len(held),
-            "validation_curve": history.evaluations,
-            "validation_best": history.best,
-            "out_of_time": history.out_of_time,
-            "wall_time_s": round(trainer.elapsed_s(), 1),
-        }
 
     def finish(self, model: nn.Module) -> Finished:
         """Fit the temperature on the validation split (a model trained to a low training loss is

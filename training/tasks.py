@@ -37,12 +37,6 @@ class TrainingRun(Task, Protocol):
     @property
     def tokenizer(self) -> Tokenizer: ...
 
-    def pretrain(self, model: nn.Module, run_dir: Path) -> dict[str, Any] | None:
-        """A first stage before training, if the task has one (the classifier's language-model
-        pretraining): it leaves `model` with the stage's weights and returns the card's record
-        of it, or None."""
-        ...
-
     def finish(self, model: nn.Module) -> Finished:
         """After training: measure the test split and make the card's task-specific parts."""
         ...
