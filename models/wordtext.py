@@ -6,7 +6,12 @@ and the service read and show text the same way.
 WikiText's: numbers and hyphenated words are split with marker tokens ("1,000" -> "1 @,@ 000",
 "well-known" -> "well @-@ known"), clitics are their own tokens ("don't" -> "do n't" in the
 corpus; raw "don't" reads as "don 't", the closest the corpus has), punctuation marks are
-tokens, and every line ends with <eos>."""
+tokens, and every line ends with <eos>. The corpus writes quotes and apostrophes in ASCII, an
+ellipsis as "...", and a dash as "—"; what a person types or a book prints often has the
+typographic forms ("don’t", “yes”, "…"), a typewriter's dash ("--") or underscores around an
+emphasised word ("_very_"), and each is read as the corpus writes it ("don’t" -> "don 't", not
+"don ’ t"). A blank line ends a paragraph, as a line of the corpus ends: it reads as <eos>;
+a single line break (a hard-wrapped line) is a space."""
 
 from __future__ import annotations
 
@@ -16,13 +21,28 @@ from dataclasses import dataclass, field
 
 _NUMBER_MARK = re.compile(r"(?<=\d)([,.])(?=\d)")
 _HYPHEN = re.compile(r"(?<=\w)-(?=\w)")
-_WORD = re.compile(r"@[-,.]@|'\w+|\w+|[^\w\s]")
+_WORD = re.compile(r"@[-,.]@|\.\.\.|'\w+|\w+|[^\w\s]")
+_AS_THE_CORPUS_WRITES = str.maketrans(
+    {"‘": "'", "’": "'", "‚": "'", "“": '"', "”": '"', "„": '"', "…": "...", "_": " "}
+)
+_TYPED_DASH = re.compile(r"(?<!-)-{2,3}(?!-)")  # "--" or "---" between words: a dash
+
+
+_BLANK_LINE = re.compile(r"\n[^\S\n]*\n")  # a paragraph's end: a line with nothing on it
+LINE_END = "<eos>"  # the token that ends each line of a WikiText corpus
 
 
 def wikitext_words(text: str) -> list[str]:
-    """Raw text split into WikiText's tokens (its marker tokens for number and hyphen joins)."""
-    text = _HYPHEN.sub(" @-@ ", _NUMBER_MARK.sub(r" @\1@ ", text))
-    return _WORD.findall(text)
+    """Raw text split into WikiText's tokens (its marker tokens for number and hyphen joins),
+    each paragraph after the first opened by the <eos> that ended the one before."""
+    words: list[str] = []
+    for paragraph in _BLANK_LINE.split(text):
+        if words and words[-1] != LINE_END:
+            words.append(LINE_END)
+        paragraph = _TYPED_DASH.sub(" — ", paragraph.translate(_AS_THE_CORPUS_WRITES))
+        paragraph = _HYPHEN.sub(" @-@ ", _NUMBER_MARK.sub(r" @\1@ ", paragraph))
+        words.extend(_WORD.findall(paragraph))
+    return words
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from models.tokenizers import (
     fit_word_tokenizer,
     tokenizer_from_json,
 )
-from models.wordtext import WIKITEXT
+from models.wordtext import WIKITEXT, wikitext_words
 
 
 def _text_tokenizer() -> WordTokenizer:
@@ -114,6 +114,39 @@ def test_a_corpus_vocabulary_keeps_its_text_conventions_through_json() -> None:
         shown += again.show(token, shown)
     assert shown == " the well - known"
     assert again.show(again.eos_id or 0, shown) == "\n"
+
+
+def test_typographic_text_is_read_as_the_corpus_writes_it() -> None:
+    """Curly quotes and apostrophes, an ellipsis character, a typed dash and underscores around
+    an emphasised word become WikiText's own tokens, so "don’t" reads as the corpus's "don 't"."""
+    typed = "“Well,” she said, “I don’t know—it’s _very_ odd…” Mr. Darcy's house--a 2,000-acre park"
+    plain = """"Well," she said, "I don't know — it's very odd ..." """
+    plain += "Mr. Darcy's house — a 2,000-acre park"
+    assert wikitext_words(typed) == wikitext_words(plain)
+    assert wikitext_words(typed) == [
+        '"', "Well", ",", '"', "she", "said", ",", '"', "I", "don", "'t", "know", "—", "it", "'s",
+        "very", "odd", "...", '"', "Mr", ".", "Darcy", "'s", "house", "—", "a", "2", "@,@", "000",
+        "@-@", "acre", "park",
+    ]  # fmt: skip
+    assert wikitext_words("a - b, x----y") == ["a", "-", "b", ",", "x", "-", "-", "-", "-", "y"]
+
+
+def test_a_blank_line_ends_a_paragraph_as_a_corpus_line_ends_and_a_wrapped_line_does_not() -> None:
+    text = "It is a truth universally\nacknowledged.\n\n  \nHowever little known"
+    assert wikitext_words(text) == [
+        "It", "is", "a", "truth", "universally", "acknowledged", ".", "<eos>", "However",
+        "little", "known",
+    ]  # fmt: skip
+    assert wikitext_words("\n\nThe end.\n\n") == ["The", "end", ".", "<eos>"]
+    words = fit_word_tokenizer(
+        ["the end ."], "pretokenized", specials=(UNK, EOS), conventions=WIKITEXT
+    )
+    assert words.read("the end.\n\nthe") == [
+        words.eos_id,
+        *words.read("the end.")[1:],
+        words.eos_id,
+        words.read("the")[1],
+    ]
 
 
 def test_a_vocabulary_saved_before_conventions_were_saved_reads_as_wikitext() -> None:
