@@ -105,6 +105,12 @@ class Memory:
         keys[: self.size], ids[: self.size] = self.keys[order], self.ids[order]
         self.keys, self.ids, self.next = keys, ids, self.size
 
+    def shares(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Each held pair's share w_i of the copy (M,) for the hidden state (H,), oldest pair
+        first: the i-th is the pair of the i-th oldest position still held."""
+        cosines = self.keys[: self.size] @ (hidden.float() / _norm(hidden))  # (M,)
+        return shares(cosines, self.config.theta, self.config.floor)[self._order()]
+
     def log_probs(self, logits: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         """The cache's next-token log-probabilities (V,) from the model's logits (V,) and the
         hidden state (H,) they came from; the model's own when nothing is held yet. (Computed
@@ -176,6 +182,21 @@ def target_copy(weights: torch.Tensor, ids: torch.Tensor, targets: torch.Tensor)
     """The copy's probability of each target (B, T), from the shares (B, T, K) of the pairs
     with tokens `ids` (B, K)."""
     return (weights * (ids[:, None, :] == targets[:, :, None])).sum(-1)
+
+
+def unknown_copies(
+    weights: torch.Tensor, unknown: list[str | None], weight: float
+) -> dict[str, float]:
+    """The copy's probability of each word outside the vocabulary that followed a held
+    position: the pairs' shares (K,) and, for each pair, the word that followed it when the
+    vocabulary lacks that word (None when it has it). The cache copies the token <unk> for such
+    a pair; the text says which word it was, so the word itself can be offered (a name read
+    earlier in the text, say)."""
+    copies: dict[str, float] = {}
+    for share, word in zip(weights.tolist(), unknown, strict=True):
+        if word is not None:
+            copies[word] = copies.get(word, 0.0) + weight * share
+    return copies
 
 
 def mix_rows(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from models.architectures import LanguageModel, SequenceClassifier
+from models.cache import unknown_copies
 from models.checkpoint import Checkpoint
 from models.config import CacheConfig
 from models.tokenizers import EOS, Tokenizer, WordTokenizer, is_word, truncate_ids
@@ -208,6 +209,9 @@ class NextWordQuery:
     top_k: int
     truncated: bool = False  # the text had more words than max_tokens: only the last were kept
     unknown_prefix: str | None = None  # a partial word no vocabulary word starts with: read whole
+    # for each context id, the word as typed where the vocabulary lacks it (None where it has
+    # it): the words a continuous cache can copy though the model reads them as <unk>
+    outside: tuple[str | None, ...] = ()
 
 
 def completion_ids(tokenizer: Tokenizer, prefix: str) -> list[int]:
@@ -215,23 +219,34 @@ def completion_ids(tokenizer: Tokenizer, prefix: str) -> list[int]:
     return tokenizer.starting_with(prefix)
 
 
-def build_query(checkpoint: Checkpoint, text: str, top_k: int, max_tokens: int) -> NextWordQuery:
+def build_query(
+    checkpoint: Checkpoint, text: str, top_k: int, max_tokens: int, copies: bool = False
+) -> NextWordQuery:
     """Context ids and, when the text ends inside a word that some vocabulary word starts with,
-    that word as the prefix to complete (an unknown partial word is read as a word instead). Only
-    the last `max_tokens` words of context are kept; the query says when there were more."""
+    that word as the prefix to complete (an unknown partial word is read as a word instead). With
+    `copies` (a continuous cache that copies words of the text outside the vocabulary), such a
+    word of the text may be completed too. Only the last `max_tokens` words of context are kept;
+    the query says when there were more."""
     tokenizer = word_tokenizer(checkpoint)
     words = tokenizer.words(text)
     prefix = unknown_prefix = None
     if words and _WORD_CHARS.search(text):
-        if completion_ids(tokenizer, words[-1]):
+        typed = words[-1].lower()
+        earlier = (w for w in words[:-1] if tokenizer.word_id(w) is None)
+        if completion_ids(tokenizer, words[-1]) or (
+            copies and any(w.lower().startswith(typed) for w in earlier)
+        ):
             prefix = words.pop()
         else:  # no word starts so: suggest what follows it, and say so
             unknown_prefix = words[-1]
     truncated = len(words) > max_tokens
     words = words[-max_tokens:] if max_tokens > 0 else []
     context = tokenizer.context_ids(words)
-    unknown = sum(1 for w in words if tokenizer.word_id(w) is None)
-    return NextWordQuery(context, prefix, unknown, top_k, truncated, unknown_prefix)
+    outside = tuple(w if tokenizer.word_id(w) is None else None for w in words)
+    unknown = sum(1 for w in outside if w is not None)
+    return NextWordQuery(
+        context, prefix, unknown, top_k, truncated, unknown_prefix, (None, *outside)
+    )
 
 
 def word_tokenizer(checkpoint: Checkpoint) -> WordTokenizer:
@@ -239,6 +254,14 @@ def word_tokenizer(checkpoint: Checkpoint) -> WordTokenizer:
     if not isinstance(tokenizer, WordTokenizer):
         raise TypeError(f"{checkpoint.name}: next-word needs a word vocabulary")
     return tokenizer
+
+
+@dataclass(frozen=True)
+class NextWordDistribution:
+    log_probs: torch.Tensor  # (V,) over the vocabulary
+    # words of the text outside the vocabulary, and the probability the continuous cache gives
+    # each (its share of what the model's vocabulary calls <unk>)
+    copies: dict[str, float]
 
 
 def next_word_distributions(
@@ -250,14 +273,34 @@ def next_word_distributions(
     """Next-token log-probabilities (V,) for each query in one packed pass; the longest cached
     prefix of each query is not read again. With a `continuous` cache, mixed with it over the
     query's text."""
+    return [read.log_probs for read in read_next_words(model, queries, cache, continuous)]
+
+
+def read_next_words(
+    model: LanguageModel,
+    queries: Sequence[NextWordQuery],
+    cache: PrefixCache | None,
+    continuous: CacheConfig | None = None,
+) -> list[NextWordDistribution]:
+    """`next_word_distributions`, and with a `continuous` cache the words outside the
+    vocabulary it copies from each query's text."""
     contexts = [q.context_ids for q in queries]
     reads = read_prompts(model, contexts, cache, continuous, copy_memory=False)
-    return [
-        read.memory.log_probs(read.logits, read.hidden)
-        if read.memory is not None and read.hidden is not None
-        else read.logits
-        for read in reads
-    ]
+    found = []
+    for query, read in zip(queries, reads, strict=True):
+        if read.memory is None or read.hidden is None or continuous is None:
+            found.append(NextWordDistribution(read.logits, {}))
+            continue
+        log_probs = read.memory.log_probs(read.logits, read.hidden)
+        # the held pairs are the text's last ones, oldest first: pair k is followed by context
+        # id len - size + k
+        followers = query.outside[len(query.outside) - read.memory.size :]
+        copies = {}
+        if read.memory.size and any(w is not None for w in followers):
+            shares = read.memory.shares(read.hidden)
+            copies = unknown_copies(shares, list(followers), continuous.weight)
+        found.append(NextWordDistribution(log_probs, copies))
+    return found
 
 
 _SPECIAL = {EOS, "<unk>", "<pad>"}
@@ -282,7 +325,8 @@ def next_words_of_texts(
 ) -> list[NextWordResult]:
     """Read each text into the model's words (its last max_length of them), then suggest."""
     limit = checkpoint.config.max_length
-    queries = [build_query(checkpoint, t.text, t.top_k, limit) for t in texts]
+    copies = continuous is not None
+    queries = [build_query(checkpoint, t.text, t.top_k, limit, copies) for t in texts]
     return next_words(checkpoint, queries, cache, continuous)
 
 
@@ -296,16 +340,25 @@ def next_words(
     `continuous` cache the engine serves, if any)."""
     model = checkpoint.model
     assert isinstance(model, LanguageModel)
-    distributions = next_word_distributions(model, queries, cache, continuous)
-    return [suggest(checkpoint, q, d) for q, d in zip(queries, distributions, strict=True)]
+    distributions = read_next_words(model, queries, cache, continuous)
+    return [
+        suggest(checkpoint, q, d.log_probs, d.copies)
+        for q, d in zip(queries, distributions, strict=True)
+    ]
 
 
 def suggest(
-    checkpoint: Checkpoint, query: NextWordQuery, log_probs: torch.Tensor
+    checkpoint: Checkpoint,
+    query: NextWordQuery,
+    log_probs: torch.Tensor,
+    copies: dict[str, float] | None = None,
 ) -> NextWordResult:
-    """Top-k next words, or completions of the word being typed when there are any."""
+    """Top-k next words, or completions of the word being typed when there are any: words of
+    the vocabulary, and words of the text outside it that the continuous cache copies
+    (`copies`, each with its probability), ranked together."""
     tokenizer = word_tokenizer(checkpoint)
     probs = log_probs.exp()
+    copied = [(w, p) for w, p in (copies or {}).items() if is_word(w)]
     started = len(query.context_ids) > 1  # more than the <eos> start marker
     chosen: list[int] = []
     if query.prefix:
@@ -317,8 +370,10 @@ def suggest(
         if candidates:
             best = probs[candidates].topk(min(query.top_k, len(candidates))).indices.tolist()
             chosen = [candidates[i] for i in best]
-    completing = bool(chosen)
-    if not chosen:
+        typed = query.prefix.lower()
+        copied = [(w, p) for w, p in copied if w.lower().startswith(typed)]
+    completing = bool(chosen) or (bool(query.prefix) and bool(copied))
+    if not completing:
         # enough candidates that the top_k survive the filter (markup and, at the start of a
         # text, punctuation take a few of the most likely places)
         wanted = min(query.top_k + 64, probs.numel())
@@ -329,10 +384,9 @@ def suggest(
             if _suggestible(tokenizer, tokenizer.id_to_token(i), started, most_likely=rank == 0)
         ]
         chosen = chosen[: query.top_k]
-    suggestions = [
-        Suggestion(tokenizer.shown(tokenizer.id_to_token(i)), round(float(probs[i]), 6))
-        for i in chosen
-    ]
+    ranked = [(tokenizer.shown(tokenizer.id_to_token(i)), float(probs[i])) for i in chosen]
+    ranked = sorted(ranked + copied, key=lambda pair: -pair[1])[: query.top_k]
+    suggestions = [Suggestion(word, round(probability, 6)) for word, probability in ranked]
     return NextWordResult(
         suggestions,
         completing,

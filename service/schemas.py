@@ -207,8 +207,15 @@ class NextWordRequest(StrictModel):
 
 
 class Suggestion(BaseModel):
-    word: str
-    probability: float = Field(description="The model's probability for this word at this point.")
+    word: str = Field(
+        description="A word of the vocabulary, or a word of the text that the vocabulary lacks "
+        "(a name read earlier, say), which the continuous cache copies from the text."
+    )
+    probability: float = Field(
+        description="The probability of this word at this point: the model's, mixed with its "
+        "continuous cache where one is served; for a word the vocabulary lacks, the cache's "
+        "copy of it."
+    )
 
 
 class NextWordResponse(BaseModel):
@@ -223,8 +230,9 @@ class NextWordResponse(BaseModel):
     unknown_words: int = Field(description="Context words outside the vocabulary (read as <unk>).")
     unknown_prefix: str | None = Field(
         None,
-        description="When the text ends inside a word that no vocabulary word starts with: that "
-        "word, read as a whole (unknown) word; the suggestions are next words, not completions.",
+        description="When the text ends inside a word that no vocabulary word starts with (nor, "
+        "with a continuous cache, a word of the text the vocabulary lacks): that word, read as a "
+        "whole (unknown) word; the suggestions are next words, not completions.",
     )
     model: str
     model_version: str

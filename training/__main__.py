@@ -20,7 +20,7 @@ from models.architectures import LanguageModel, count_parameters
 from models.checkpoint import STORAGE_DTYPES, Checkpoint, load_checkpoint, save_checkpoint
 from models.devices import DeviceError, resolve_device
 from models.format import CheckpointConfig
-from models.tokenizers import Tokenizer
+from models.tokenizers import Tokenizer, WordTokenizer
 from training import language, sentiment
 from training.allocator import restart_with_tcmalloc
 from training.cache_fit import fit_cache
@@ -36,7 +36,8 @@ from training.config import (
     setting_types,
     smoke_overrides,
 )
-from training.data import DataError
+from training.data import DataError, read_text
+from training.everyday import typed_reviews
 from training.export import command_line, model_card, plot_curves
 from training.loop import Trainer, seed_everything
 from training.sentences import one_sentence_set
@@ -234,6 +235,34 @@ def fit_checkpoint_cache(
     }
 
 
+def read_text_file(checkpoint: str, path: str, start: float, threads: int) -> dict[str, float]:
+    """A next-word checkpoint on a text file (from `start` of it on), read as the service
+    reads typed text (a blank line ends a paragraph: <eos>): the word measures with its
+    continuous cache and, as `without_cache_*`, without it."""
+    torch.set_num_threads(threads)
+    loaded = load_checkpoint(checkpoint)
+    if loaded.config.task != "next-word" or not isinstance(loaded.tokenizer, WordTokenizer):
+        raise SettingError(f"{checkpoint}: read-text measures next-word checkpoints")
+    if not 0.0 <= start < 1.0:
+        raise SettingError(f"--start must be within 0..1 (below 1), got {start}")
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such file")
+    text = read_text(Path(path))
+    text = text[int(len(text) * start) :]
+    if not text.strip():
+        raise DataError(f"{path}: no text to read")
+    typed = typed_reviews(loaded.tokenizer, [text])  # one text, its paragraphs as the service's
+    config = _card_config(loaded, None)
+    assert isinstance(config, LanguageModelTrainConfig)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    assert isinstance(model, LanguageModel)
+    metrics: dict[str, float] = {}
+    for prefix, cache in (("", loaded.config.cache), ("without_cache_", None)):
+        measured = language.measure_words(model, tokenizer, typed.ids, config, cache, typed)
+        metrics.update({f"{prefix}{k}": v for k, v in measured.items()})
+    return metrics
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -267,6 +296,24 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--everyday-data", metavar="DIR", help="next-word: as for evaluate (default: the card's)"
     )
+    sub = commands.add_parser(
+        "read-text",
+        help="measure a next-word checkpoint on a text file, as typed",
+        description="Measure a next-word checkpoint on a plain-text file of your own (a novel, "
+        "say), read as the service reads typed text, with and without its "
+        "continuous cache: perplexity, top-3 on words, and top-3 on every typed word with the "
+        "cache's copies of words outside the vocabulary (typed_*).",
+    )
+    sub.add_argument("checkpoint", help="the next-word checkpoint directory")
+    sub.add_argument("file", help="a UTF-8 text file (optionally .gz)")
+    sub.add_argument(
+        "--start",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="read from this fraction of the file on (0.9: its last 10%%; default: 0)",
+    )
+    sub.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     sub = commands.add_parser("evaluate", help="measure a checkpoint on a test split")
     sub.add_argument("checkpoint", help="the checkpoint directory")
     sub.add_argument("--data", help="the data set, file or directory (default: download it)")
@@ -286,9 +333,11 @@ class SettingError(ValueError):
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> None:
-    if args.command in ("calibrate", "fit-cache", "evaluate"):
+    if args.command in ("calibrate", "fit-cache", "evaluate", "read-text"):
         if args.command == "calibrate":
             metrics = calibrate(args.checkpoint, args.data, args.threads)
+        elif args.command == "read-text":
+            metrics = read_text_file(args.checkpoint, args.file, args.start, args.threads)
         elif args.command == "fit-cache":
             metrics = fit_checkpoint_cache(
                 args.checkpoint, args.data, args.threads, args.everyday_data

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from models.tokenizers import Tokenizer
+from models.tokenizers import Tokenizer, WordTokenizer
 from training.data import DataError, find_labeled, read_labeled
 from training.sentences import flat
 
@@ -47,6 +47,38 @@ def load_everyday(folder: str | Path, seed: int = 0) -> EverydayText:
     held = min(VALID_REVIEWS, len(train) // 10)
     every = max(1, len(test) // TEST_REVIEWS)
     return EverydayText(train[: len(train) - held], train[len(train) - held :], test[::every])
+
+
+@dataclass(frozen=True)
+class TypedText:
+    """Reviews as the model reads them and as they were typed: `ids` (N,) has <unk> for each
+    word outside the vocabulary; `typed` (N,) is the same stream with each such word as an id of
+    its own, vocab_size + k for the k-th distinct one, `outside[k]`. What a word's suggestion is
+    measured against when the word was typed, not as the model reads it."""
+
+    ids: torch.Tensor
+    typed: torch.Tensor
+    outside: list[str]
+
+
+def typed_reviews(tokenizer: WordTokenizer, reviews: list[str]) -> TypedText:
+    """The reviews as `encode_reviews` reads them (each opened by <eos>), and as typed."""
+    if tokenizer.eos_id is None:
+        raise ValueError("typed reviews need a vocabulary with <eos>, as next-word's has")
+    ids: list[int] = []
+    typed: list[int] = []
+    outside: dict[str, int] = {}
+    for review in reviews:
+        words = tokenizer.words(review)
+        read = tokenizer.context_ids(words)  # <eos>, then one id per word
+        ids.extend(read)
+        typed.append(read[0])
+        for word, token in zip(words, read[1:], strict=True):
+            if tokenizer.word_id(word) is None:
+                token = tokenizer.vocab_size + outside.setdefault(word, len(outside))
+            typed.append(token)
+    as_tensor = torch.tensor(ids, dtype=torch.long)
+    return TypedText(as_tensor, torch.tensor(typed, dtype=torch.long), list(outside))
 
 
 def encode_reviews(tokenizer: Tokenizer, reviews: list[str], limit: int = 0) -> torch.Tensor:

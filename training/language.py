@@ -32,7 +32,7 @@ from models.tokenizers import (
 from models.wordtext import WIKITEXT
 from training.cache_fit import fit_cache
 from training.config import LanguageModelTrainConfig, TrainConfig
-from training.everyday import encode_reviews, load_everyday
+from training.everyday import TypedText, encode_reviews, load_everyday, typed_reviews
 from training.reading import read_windows
 from training.short_texts import short_texts
 from training.speakers import name_dependence
@@ -91,14 +91,13 @@ class LanguageModelTask:
         tokenizer: Tokenizer,
         checkpoint_config: CheckpointConfig,
         ids: dict[str, torch.Tensor],
+        everyday: dict[str, TypedText] | None = None,
     ) -> None:
         self.kind, self.config, self.splits, self.tokenizer = kind, config, splits, tokenizer
         self.checkpoint_config = checkpoint_config
         self.train_ids, self.valid_ids, self.test_ids = ids["train"], ids["valid"], ids["test"]
         # held-out everyday English (next-word with everyday_data): measured once, at the end
-        self.everyday = {
-            split: ids[f"everyday_{split}"] for split in SPLITS[1:] if f"everyday_{split}" in ids
-        }
+        self.everyday = everyday or {}
         self.state: State | None = None
 
     def objective(self, model: nn.Module) -> nn.Module:
@@ -163,9 +162,14 @@ class LanguageModelTask:
         )  # fmt: skip
         everyday = {
             split: measure_words(
-                model, self.tokenizer, ids.to(device), self.config, checkpoint_config.cache
+                model,
+                self.tokenizer,
+                text.ids.to(device),
+                self.config,
+                checkpoint_config.cache,
+                text,
             )
-            for split, ids in self.everyday.items()
+            for split, text in self.everyday.items()
         }
         test.update({f"everyday_{k}": v for k, v in everyday.get("test", {}).items()})
         samples = card_samples(
@@ -217,13 +221,17 @@ def evaluate_ids(
     top_k: tuple[int, ...] = (),
     words: torch.Tensor | None = None,
     cache: CacheConfig | None = None,
+    typed: TypedText | None = None,
 ) -> dict[str, float]:
     """Mean next-token loss in nats over every position (state carried), perplexity, bits per
     token, and top-k accuracy for each k asked for (needs full distributions: slower). With
     `words` (V,), True at the ids that are words, also what a person typing sees: top-3 counted
     on word targets among the 3 most likely words, and the share of the raw top-3 that is not
     a word (punctuation, line ends). With a `cache`, of the model and its continuous cache, as
-    decoding computes them."""
+    decoding computes them. With `typed` (the text `ids` is, as it was typed), also top-3 on
+    every typed word, those outside the vocabulary included: `typed_word_top3_accuracy` with
+    the cache's copies of such words among the suggestions, as the service makes them, and
+    `typed_word_top3_vocabulary_only` without them."""
     device = next(model.parameters()).device
     data = streams(ids, batch_size).to(device)
     memory = WindowedMemory(cache) if cache is not None else None
@@ -231,9 +239,25 @@ def evaluate_ids(
     hits = dict.fromkeys(top_k, 0)
     word_hits, word_targets, nonword_slots = 0, 0, 0
     is_word = words.to(device) if words is not None else None
+    typed_data = streams(typed.typed, batch_size).to(device) if typed is not None else None
+    typed_is_word = None  # (V + U,): which ids of the typed text are words
+    if typed is not None and is_word is not None and top_k:
+        typed_is_word = torch.cat([is_word, words_among(typed.outside).to(device)])
+    held_typed: torch.Tensor | None = None  # (B, M): the typed ids of the pairs held
+    typed_hits, vocabulary_hits, typed_targets, outside_targets = 0, 0, 0, 0
     with torch.inference_mode():
-        for window in read_windows(model, data, bptt, max_batches):
+        for number, window in enumerate(read_windows(model, data, bptt, max_batches)):
             hidden, targets = window.hidden, window.targets
+            every_typed, flat_typed = None, None
+            if typed_data is not None:  # the same positions, as typed
+                start = number * bptt
+                typed_targets_now = typed_data[:, start + 1 : start + 1 + targets.shape[1]]
+                flat_typed = typed_targets_now.reshape(-1)
+                if memory is not None:  # the memory's pairs, as the memory holds them
+                    every_typed = typed_targets_now
+                    if held_typed is not None:
+                        every_typed = torch.cat([held_typed, typed_targets_now], 1)
+                    held_typed = every_typed[:, -memory.config.window :]
             flat, flat_targets = hidden.reshape(-1, hidden.shape[-1]).float(), targets.reshape(-1)
             target_log_probs = window.target_log_probs  # (B, T)
             copied = None
@@ -266,6 +290,24 @@ def evaluate_ids(
                     found = (best_words == wanted).any(-1) & target_is_word
                     word_hits += int(found.sum())
                     word_targets += int(target_is_word.sum())
+                if typed_is_word is not None and flat_typed is not None and is_word is not None:
+                    rows = slice(chunk, chunk + 1024)
+                    typed_wanted = flat_typed[rows]  # (N,)
+                    counted = typed_is_word[typed_wanted]  # (N,): targets that are words
+                    typed_targets += int(counted.sum())
+                    outside_targets += int((counted & (typed_wanted >= is_word.numel())).sum())
+                    in_vocabulary = (best_words == typed_wanted[:, None]).any(-1) & counted
+                    vocabulary_hits += int(in_vocabulary.sum())
+                    if copied is None or every_typed is None or memory is None:
+                        typed_hits += int(in_vocabulary.sum())  # nothing to copy from
+                        continue
+                    row_weights, _, steps = copied
+                    streams_of = torch.arange(flat.shape[0], device=device)[rows] // steps
+                    best_typed = typed_top3(
+                        logits, is_word, row_weights[rows], every_typed[streams_of],
+                        typed_wanted, memory.config.weight,
+                    )  # fmt: skip
+                    typed_hits += int((best_typed & counted).sum())
     loss = nll / max(1, count)
     metrics = {
         "loss": loss,
@@ -278,7 +320,54 @@ def evaluate_ids(
         metrics["word_top3_accuracy"] = word_hits / max(1, word_targets)
         metrics["word_targets"] = float(word_targets)
         metrics["nonword_top3_share"] = nonword_slots / max(1, 3 * count)
+    if typed_is_word is not None:
+        metrics["typed_word_top3_accuracy"] = typed_hits / max(1, typed_targets)
+        metrics["typed_word_top3_vocabulary_only"] = vocabulary_hits / max(1, typed_targets)
+        metrics["typed_outside_share"] = outside_targets / max(1, typed_targets)
+        metrics["typed_word_targets"] = float(typed_targets)
     return metrics
+
+
+def typed_candidates(
+    log_probs: torch.Tensor,
+    is_word: torch.Tensor,
+    weights: torch.Tensor,
+    pair_ids: torch.Tensor,
+    weight: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the service offers a person typing, as probabilities (N, V + U): the vocabulary's
+    words (from the mixed log-probabilities (N, V), words only) and then the U words outside
+    the vocabulary that the cache's pairs hold (`found` (U,), their typed ids, sorted). A pair
+    whose typed id (N, K) is vocab_size + k copies that word with its share (N, K) times
+    `weight`, as `models.cache.unknown_copies` does for the service."""
+    vocab_size = log_probs.shape[-1]
+    outside = pair_ids >= vocab_size  # (N, K)
+    found = torch.unique(pair_ids[outside])  # (U,) sorted
+    column = torch.full_like(pair_ids, found.numel())  # a spare column for the other pairs
+    column[outside] = torch.searchsorted(found, pair_ids[outside])
+    copies = torch.zeros(pair_ids.shape[0], found.numel() + 1, device=pair_ids.device)
+    copies = copies.scatter_add_(1, column, weights.float())[:, :-1] * weight  # (N, U)
+    words = log_probs.float().exp().masked_fill(~is_word, 0.0)  # (N, V)
+    return torch.cat([words, copies], 1), found
+
+
+def typed_top3(
+    log_probs: torch.Tensor,
+    is_word: torch.Tensor,
+    weights: torch.Tensor,
+    pair_ids: torch.Tensor,
+    targets: torch.Tensor,
+    weight: float,
+) -> torch.Tensor:
+    """Whether each typed target (N,) is among the 3 most likely of `typed_candidates`."""
+    candidates, found = typed_candidates(log_probs, is_word, weights, pair_ids, weight)
+    vocab_size = log_probs.shape[-1]
+    best = candidates.topk(3, -1).indices  # (N, 3)
+    wanted = torch.where(targets < vocab_size, targets, -1)  # (N,): a vocabulary word's column
+    if found.numel():  # an outside word's column, where the pairs hold it
+        place = torch.searchsorted(found, targets).clamp(max=found.numel() - 1)
+        wanted = torch.where(found[place] == targets, vocab_size + place, wanted)
+    return (best == wanted[:, None]).any(-1)
 
 
 def measure_words(
@@ -287,18 +376,24 @@ def measure_words(
     ids: torch.Tensor,
     config: LanguageModelTrainConfig,
     cache: CacheConfig | None = None,
+    typed: TypedText | None = None,
 ) -> dict[str, float]:
     """Perplexity and top-k, and top-3 on word targets among words, on a stream of ids (of the
-    model and its continuous cache, where it has one)."""
+    model and its continuous cache, where it has one); with `typed`, on the words as typed."""
     return evaluate_ids(
         model, ids, config.eval_batch_size, config.eval_bptt, config.max_eval_batches,
-        (1, 3), word_mask(tokenizer), cache,
+        (1, 3), word_mask(tokenizer), cache, typed,
     )  # fmt: skip
 
 
 def word_mask(tokenizer: Tokenizer) -> torch.Tensor:
     """(V,) True at the ids whose tokens are words."""
-    return torch.tensor([is_word(tokenizer.id_to_token(i)) for i in range(tokenizer.vocab_size)])
+    return words_among([tokenizer.id_to_token(i) for i in range(tokenizer.vocab_size)])
+
+
+def words_among(tokens: Sequence[str]) -> torch.Tensor:
+    """(N,) True where the token is a word."""
+    return torch.tensor([is_word(token) for token in tokens], dtype=torch.bool)
 
 
 def _language_config(config: TrainConfig) -> LanguageModelTrainConfig:
@@ -368,29 +463,32 @@ class TextTask:
             dtype=config.storage_dtype,
         )
         encoded = {split: self.encode(tokenizer, getattr(splits, split)) for split in SPLITS}
+        everyday: dict[str, TypedText] = {}
         if config.everyday_data is not None:
-            encoded.update(self.everyday_ids(config, tokenizer, encoded["train"]))
-        task = LanguageModelTask(self, config, splits, tokenizer, checkpoint_config, encoded)
+            everyday, encoded["train"] = self.everyday_ids(config, tokenizer, encoded["train"])
+        task = LanguageModelTask(
+            self, config, splits, tokenizer, checkpoint_config, encoded, everyday
+        )
         return task, build_model(model_config)
 
     def everyday_ids(
-        self, config: LanguageModelTrainConfig, tokenizer: Tokenizer, train: torch.Tensor | None
-    ) -> dict[str, torch.Tensor]:
-        """The held-out everyday reviews as ids, and the training text with `everyday_tokens` of
-        the training reviews after it (each batch's parallel streams then hold both, in
-        proportion); no training text: the held-out ones alone."""
-        if self.name != "next-word":
+        self, config: LanguageModelTrainConfig, tokenizer: Tokenizer, train: torch.Tensor
+    ) -> tuple[dict[str, TypedText], torch.Tensor]:
+        """The held-out everyday reviews ("valid" and "test"), as read and as typed, and the
+        training text with `everyday_tokens` of the training reviews after it (each batch's
+        parallel streams then hold both, in proportion)."""
+        if self.name != "next-word" or not isinstance(tokenizer, WordTokenizer):
             raise ValueError(f"everyday_data is a next-word setting, not one of {self.name}")
         assert config.everyday_data is not None
         everyday = load_everyday(config.everyday_data, config.seed)
-        ids = {
-            "everyday_valid": encode_reviews(tokenizer, everyday.valid),
-            "everyday_test": encode_reviews(tokenizer, everyday.test),
+        held = {
+            "valid": typed_reviews(tokenizer, everyday.valid),
+            "test": typed_reviews(tokenizer, everyday.test),
         }
-        if train is not None and config.everyday_tokens:
+        if config.everyday_tokens:
             mixed = encode_reviews(tokenizer, everyday.train, config.everyday_tokens)
-            ids["train"] = torch.cat([train, mixed])
-        return ids
+            train = torch.cat([train, mixed])
+        return held, train
 
     def measure(
         self,
@@ -432,12 +530,13 @@ class TextTask:
         if config.everyday_data is not None:
             # the test reviews as the card's test metrics name them, and the held-out training
             # reviews (what a run's card records as everyday_validation, for choosing)
-            held = self.everyday_ids(config, checkpoint.tokenizer, None)
+            nothing = torch.zeros(0, dtype=torch.long)  # no training text to mix them into
+            held, _ = self.everyday_ids(config, checkpoint.tokenizer, nothing)
             for split, prefix in (("test", "everyday_"), ("valid", "everyday_validation_")):
-                ids = held[f"everyday_{split}"]
                 measured = measure_words(
-                    checkpoint.model, checkpoint.tokenizer, ids, config, checkpoint.config.cache
-                )
+                    checkpoint.model, checkpoint.tokenizer, held[split].ids, config,
+                    checkpoint.config.cache, held[split],
+                )  # fmt: skip
                 metrics.update({f"{prefix}{k}": v for k, v in measured.items()})
         return metrics
 

@@ -4,6 +4,7 @@ engine reports are those of the mixed distribution, as evaluation computes them.
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from models.architectures import LanguageModel
@@ -12,10 +13,11 @@ from models.config import CacheConfig, SamplingParams
 from models.tokenizers import CharTokenizer
 from service.engine.operations import Event, FinishEvent, TokenEvent
 from service.generation import GenerationRequest, GenerationScheduler
-from service.inference import NextWordQuery, next_word_distributions
+from service.inference import NextWordQuery, next_word_distributions, read_next_words
 from service.prefix_cache import PrefixCache
 from tests.service.conftest import SettingsFactory
 from tests.service.support import run_generations, serve, tiny_language_model
+from training.language import typed_candidates
 
 TEXT = "to be or not to be, that is the question\n"
 CACHE = CacheConfig(window=12, theta=20.0, weight=0.5)  # a window the text outgrows
@@ -135,3 +137,39 @@ def test_next_word_distributions_mix_the_texts_cache_cold_and_from_cached_prefix
     assert prefixes.hits >= 4
     plain = next_word_distributions(model, queries[:1], None)[0]
     assert not torch.allclose(plain, expected[0], atol=1e-3)  # the cache changes it
+
+
+def test_words_outside_the_vocabulary_are_copied_as_evaluation_counts_them() -> None:
+    """The service offers a word of the text that the vocabulary lacks with the probability the
+    cache copies it with (what the model reads as <unk>, id 0 here), and evaluation's typed
+    measure ranks the same numbers, also once the text outgrows the window and from a cached
+    prefix."""
+    model = tiny_language_model(30)
+    words = {3: "Zork", 8: "Blip", 13: "Zork", 17: "Zork", 21: "Quux"}
+    ids = [5, 6, 7, 0, 9, 5, 6, 7, 0, 9, 5, 6, 7, 0, 9, 5, 6, 0, 9, 5, 6, 0, 7, 5, 6, 7]
+    outside = tuple(words.get(j) for j in range(len(ids)))
+    query = NextWordQuery(ids, None, len(words), 3, outside=outside)
+    # evaluation: the typed ids (30 + k for the k-th outside word), the last position's shares
+    typed_ids = {"Zork": 30, "Blip": 31, "Quux": 32}
+    typed = [typed_ids[w] if w else i for i, w in zip(ids, outside, strict=True)]
+    pairs = torch.tensor([[*typed[1:], 0]])  # the pairs' typed ids, as the memory holds them
+    with torch.inference_mode():
+        hidden, _ = model.features(torch.tensor([ids]))
+        log_probs = torch.log_softmax(model.logits(hidden), -1)
+        weights, _ = WindowedMemory(CACHE).weights(hidden, pairs)
+    every_word = torch.ones(30, dtype=torch.bool)
+    expected, found = typed_candidates(
+        log_probs[0, -1:], every_word, weights[0, -1:], pairs, CACHE.weight
+    )
+    want = {w: float(expected[0, 30 + found.tolist().index(t)]) for w, t in typed_ids.items()}
+    assert {w for w, p in want.items() if p > 0} == {"Zork", "Quux"}  # Blip left the window
+    prefixes = PrefixCache(1 << 24)
+    first = NextWordQuery(ids[:9], None, 1, 3, outside=outside[:9])
+    read_next_words(model, [first], prefixes, CACHE)
+    for cache in (None, prefixes):  # read whole; from the cached prefix's memory
+        got = read_next_words(model, [query], cache, CACHE)[0].copies
+        assert set(got) == {"Zork", "Quux"}
+        for word, probability in got.items():
+            assert probability == pytest.approx(want[word], abs=1e-6)
+    assert prefixes.hits >= 1
+    assert read_next_words(model, [query], None, None)[0].copies == {}  # no cache, no copies

@@ -37,6 +37,21 @@ def test_an_unknown_partial_word_is_named_in_the_answer(client: TestClient) -> N
     assert _next_word(client, "the hist")["unknown_prefix"] is None
 
 
+def test_a_word_of_the_text_outside_the_vocabulary_is_offered_and_completed(
+    client: TestClient,
+) -> None:
+    """The continuous cache copies what followed earlier positions; where that was a word the
+    vocabulary lacks (a name, read as <unk>), the word itself is offered, never <unk>."""
+    text = "I met Zorblax . Zorblax is tall . Then Zorblax"
+    answer = _next_word(client, text[: -len("lax")])  # typing it again: "Zorb"
+    assert (answer["completing"], answer["prefix"]) == (True, "Zorb")
+    assert answer["suggestions"][0]["word"] == "Zorblax"
+    assert 0 < answer["suggestions"][0]["probability"] < 1
+    offered = _next_word(client, text + " is", top_k=10)["suggestions"]
+    assert all(s["word"] != "<unk>" for s in offered)
+    assert _next_word(client, "Then Zorb")["unknown_prefix"] == "Zorb"  # nothing to copy yet
+
+
 def test_markup_is_never_suggested_and_punctuation_only_where_the_text_calls_for_it() -> None:
     words = fit_word_tokenizer(["the = @-@ , ."], "pretokenized", conventions=WIKITEXT)
 

@@ -14,11 +14,13 @@ import pytest
 import torch
 
 from models.checkpoint import load_checkpoint
+from models.tokenizers import EOS, UNK, fit_word_tokenizer
+from models.wordtext import WIKITEXT
 from training.__main__ import evaluate, main
 from training.config import LanguageModelTrainConfig, resolve_config, smoke_overrides
 from training.data import read_labeled
-from training.everyday import encode_reviews, load_everyday
-from training.language import GENERATE, NEXT_WORD
+from training.everyday import encode_reviews, load_everyday, typed_reviews
+from training.language import GENERATE, NEXT_WORD, typed_top3
 
 WORD_MEASURES = {"perplexity", "word_top3_accuracy", "word_targets", "nonword_top3_share"}
 
@@ -147,3 +149,61 @@ def test_everyday_tokens_without_reviews_or_below_zero_is_refused(
     argv = ["next-word", "--smoke", "--data", str(wikitext_dir), "--run-dir", str(tmp_path)]
     assert main([*argv, *flags]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_typed_reviews_are_read_as_the_service_reads_them_and_keep_their_words() -> None:
+    words = fit_word_tokenizer(
+        ["the film was good <eos>"], "pretokenized", specials=(UNK, EOS), conventions=WIKITEXT
+    )
+    reviews = ["The film was Zorkish.", "", "Zorkish film, Blipful film"]
+    typed = typed_reviews(words, reviews)
+    assert torch.equal(typed.ids, encode_reviews(words, reviews))
+    assert typed.outside == ["Zorkish", ".", ",", "Blipful"]  # as typed; <unk> when read
+    size = words.vocab_size
+    outside = typed.typed >= size
+    assert torch.equal(typed.ids[outside], torch.full((int(outside.sum()),), words.unk_id))
+    assert typed.typed[outside].tolist() == [size, size + 1, size, size + 2, size + 3]
+
+
+def test_typed_top3_counts_a_copied_word_outside_the_vocabulary() -> None:
+    vocab = 5  # ids 0-4; typed ids 5 and 6 are two words outside the vocabulary
+    log_probs = torch.log(torch.tensor([[0.1, 0.4, 0.3, 0.15, 0.05]] * 3))
+    is_word = torch.tensor([False, True, True, True, True])  # id 0 is <unk>
+    pairs = torch.tensor([[5, 6, 2], [5, 6, 2], [2, 2, 2]])  # each row's held pairs, typed
+    shares = torch.tensor([[0.9, 0.05, 0.05], [0.9, 0.05, 0.05], [1.0, 0.0, 0.0]])
+    targets = torch.tensor([5, 6, 5])
+    # row 0: word 5 copied with 0.5 * 0.9 = 0.45, above every word of the vocabulary; row 1:
+    # word 6's 0.025 is below the three best (0.4, 0.3, 0.15); row 2: word 5 is not held
+    hits = typed_top3(log_probs, is_word, shares, pairs, targets, 0.5)
+    assert hits.tolist() == [True, False, False]
+    vocabulary = typed_top3(log_probs, is_word, shares, pairs, torch.tensor([1, 4, 3]), 0.5)
+    assert vocabulary.tolist() == [True, False, True]  # row 0: 5 (0.45), 1, 2 outrank 4 and 3
+    assert vocab == log_probs.shape[1]
+
+
+def test_read_text_measures_a_text_file_as_typed_with_and_without_the_cache(
+    wikitext_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = tmp_path / "export"
+    argv = ["next-word", "--smoke", "--data", str(wikitext_dir), "--run-dir", str(tmp_path)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main([*argv, "--export-dir", str(export)]) == 0
+    novel = tmp_path / "novel.txt"
+    novel.write_text("Mr. Zorblax came .\n\n" + "Then Mr. Zorblax said the first word .\n\n" * 40)
+    capsys.readouterr()
+    assert main(["read-text", str(export), str(novel), "--start", "0.5"]) == 0
+    measured = json.loads(capsys.readouterr().out)
+    # the second half: 20 paragraphs of 7 words ("." is no word) and the end of one more
+    assert measured["typed_word_targets"] == pytest.approx(20 * 7 + 3, abs=3)
+    assert measured["typed_outside_share"] > 0.05  # Zorblax, a word no vocabulary has
+    for prefix in ("", "without_cache_"):
+        assert 0 <= measured[f"{prefix}typed_word_top3_accuracy"] <= 1
+        assert measured[f"{prefix}typed_word_targets"] == measured["typed_word_targets"]
+    # without a cache nothing is copied: a word outside the vocabulary is never suggested
+    assert (
+        measured["without_cache_typed_word_top3_accuracy"]
+        == measured["without_cache_typed_word_top3_vocabulary_only"]
+    )
+    assert main(["read-text", str(export), str(tmp_path / "none.txt")]) == 1
+    assert main(["read-text", str(export), str(novel), "--start", "1.5"]) == 1
+    assert "--start must be within 0..1" in capsys.readouterr().err
