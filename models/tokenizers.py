@@ -15,7 +15,7 @@ from tokenizers import Regex, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers.models import WordLevel
 
-from models.wordtext import CONVENTIONS, WIKITEXT, TextConventions
+from models.wordtext import CONVENTIONS, WIKITEXT, TextConventions, join_abbreviations
 
 PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 _HAS_WORD = re.compile(r"\w")
@@ -168,7 +168,10 @@ class WordTokenizer:
     def words(self, text: str) -> list[str]:
         """Raw text as the vocabulary's tokens (words not in it included), by its conventions."""
         if self.conventions is not None:
-            return self.conventions.words(text)
+            words = self.conventions.words(text)
+            if not self.conventions.abbreviations:
+                return words
+            return join_abbreviations(words, lambda token: self.token_to_id(token) is not None)
         normalizer, pre_tokenizer = self._tokenizer.normalizer, self._tokenizer.pre_tokenizer
         text = normalizer.normalize_str(text) if normalizer is not None else text
         return [w for w, _ in pre_tokenizer.pre_tokenize_str(text)] if pre_tokenizer else [text]

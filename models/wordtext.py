@@ -45,6 +45,30 @@ def wikitext_words(text: str) -> list[str]:
     return words
 
 
+def join_abbreviations(words: list[str], known: Callable[[str], bool]) -> list[str]:
+    """Runs of a word and its period ("Mr", ".", or "U", ".", "S", ".") joined into one token
+    where the vocabulary has the whole (`known`): the corpus writes "Mr.", "U.S." and "e.g." so,
+    and reads "Mr ." as the end of a sentence. A single letter and its period ("I.") stays two
+    tokens: at the end of a typed sentence it is far more often a word than an initial."""
+    joined: list[str] = []
+    i = 0
+    while i < len(words):
+        end, whole, run = i, "", ""
+        k = i
+        while k + 1 < len(words) and words[k + 1] == "." and words[k].isalnum():
+            run += words[k] + "."
+            k += 2
+            if len(run) > 2 and known(run):
+                end, whole = k, run  # the longest run the vocabulary has
+        if whole:
+            joined.append(whole)
+            i = end
+        else:
+            joined.append(words[i])
+            i += 1
+    return joined
+
+
 @dataclass(frozen=True)
 class TextConventions:
     name: str
@@ -52,6 +76,8 @@ class TextConventions:
     display: Mapping[str, str] = field(default_factory=dict)  # token -> how it is shown
     # tokens a person never types and is never offered (they are still read in context)
     markup: frozenset[str] = frozenset()
+    # a word and its period are one token where the vocabulary has them so ("Mr.")
+    abbreviations: bool = False
 
 
 WIKITEXT = TextConventions(
@@ -59,5 +85,6 @@ WIKITEXT = TextConventions(
     wikitext_words,
     display={"@-@": "-", "@,@": ",", "@.@": "."},
     markup=frozenset({"=", "@-@", "@,@", "@.@"}),  # "= Heading =" lines and the joiners
+    abbreviations=True,
 )
 CONVENTIONS = {conventions.name: conventions for conventions in (WIKITEXT,)}

@@ -14,7 +14,7 @@ from models.tokenizers import (
     fit_word_tokenizer,
     tokenizer_from_json,
 )
-from models.wordtext import WIKITEXT, wikitext_words
+from models.wordtext import WIKITEXT, join_abbreviations, wikitext_words
 
 
 def _text_tokenizer() -> WordTokenizer:
@@ -147,6 +147,19 @@ def test_a_blank_line_ends_a_paragraph_as_a_corpus_line_ends_and_a_wrapped_line_
         words.eos_id,
         words.read("the")[1],
     ]
+
+
+def test_an_abbreviation_the_vocabulary_has_is_one_token_a_sentence_end_is_not() -> None:
+    words = fit_word_tokenizer(
+        ["Mr. U.S. e.g. I. No. the"], "pretokenized", specials=(UNK, EOS), conventions=WIKITEXT
+    )
+    read = words.words("Mr. Darcy went to the U.S., e.g. Boston. So did I. No. 5 said no.")
+    assert read == [
+        "Mr.", "Darcy", "went", "to", "the", "U.S.", ",", "e.g.", "Boston", ".", "So", "did",
+        "I", ".", "No.", "5", "said", "no", ".",
+    ]  # fmt: skip
+    assert join_abbreviations(["U", ".", "K", "."], lambda token: token == "U.K.") == ["U.K."]
+    assert join_abbreviations(["Mr", "."], lambda token: False) == ["Mr", "."]
 
 
 def test_a_vocabulary_saved_before_conventions_were_saved_reads_as_wikitext() -> None:
