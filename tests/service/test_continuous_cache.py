@@ -4,21 +4,31 @@ engine reports are those of the mixed distribution, as evaluation computes them.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from models.architectures import LanguageModel
 from models.cache import WindowedMemory
+from models.checkpoint import load_checkpoint
 from models.config import CacheConfig, SamplingParams
 from models.tokenizers import CharTokenizer
 from service.engine.operations import Event, FinishEvent, TokenEvent
 from service.generation import GenerationRequest, GenerationScheduler
-from service.inference import NextWordQuery, next_word_distributions, read_next_words
+from service.inference import (
+    NextWordQuery,
+    build_query,
+    next_word_distributions,
+    read_next_words,
+    suggest,
+)
 from service.prefix_cache import PrefixCache
 from tests.service.conftest import SettingsFactory
 from tests.service.support import run_generations, serve, tiny_language_model
 from training.language import typed_candidates
 
+SHIPPED = Path(__file__).resolve().parents[2] / "artifacts"
 TEXT = "to be or not to be, that is the question\n"
 CACHE = CacheConfig(window=12, theta=20.0, weight=0.5)  # a window the text outgrows
 
@@ -173,3 +183,26 @@ def test_words_outside_the_vocabulary_are_copied_as_evaluation_counts_them() -> 
             assert probability == pytest.approx(want[word], abs=1e-6)
     assert prefixes.hits >= 1
     assert read_next_words(model, [query], None, None)[0].copies == {}  # no cache, no copies
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_shipped_next_word_model_copies_names_alike_on_cuda() -> None:
+    text = (
+        "Mr. Bennet was a man of quick parts. Mr. Bingley was good-looking and gentlemanlike. "
+        "His friend Mr. Darcy soon drew the attention of the room. Mr. Bingley danced every "
+        "dance, while Mr. Darcy danced only once. Mr. Bennet said to his wife that Mr."
+    )
+    answers = {}
+    for device in ("cpu", "cuda"):
+        checkpoint = load_checkpoint(SHIPPED / "next-word", device=device)
+        assert isinstance(checkpoint.model, LanguageModel)
+        query = build_query(checkpoint, text, 3, 4096, copies=True)
+        read = read_next_words(checkpoint.model, [query], None, checkpoint.config.cache)[0]
+        answers[device] = (suggest(checkpoint, query, read.log_probs, read.copies), read.copies)
+    (cpu, cpu_copies), (cuda, cuda_copies) = answers["cpu"], answers["cuda"]
+    assert [s.word for s in cuda.suggestions] == [s.word for s in cpu.suggestions]
+    assert {"Bingley", "Darcy"} <= {s.word for s in cpu.suggestions} | set(cpu_copies)
+    assert cuda_copies.keys() == cpu_copies.keys()
+    for word, probability in cpu_copies.items():
+        assert cuda_copies[word] == pytest.approx(probability, abs=1e-4)
