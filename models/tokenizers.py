@@ -187,9 +187,12 @@ class WordTokenizer:
     def context_ids(self, words: Sequence[str]) -> list[int]:
         """The ids a language model reads for these words: <eos> first (it read every line as
         following one), unknown words as <unk>."""
+        return self.context_of([self.word_id(w) for w in words])
+
+    def context_of(self, found: Sequence[int | None]) -> list[int]:
+        """`context_ids` from the words' `word_id`s already looked up (None: unknown)."""
         start = [self.eos_id] if self.eos_id is not None else []
-        ids = [self.word_id(w) for w in words]
-        context = start + [self.unk_id if i is None else i for i in ids]
+        context = start + [self.unk_id if i is None else i for i in found]
         return context or [self.unk_id]
 
     def read(self, text: str) -> list[int]:

@@ -229,20 +229,22 @@ def build_query(
     the query says when there were more."""
     tokenizer = word_tokenizer(checkpoint)
     words = tokenizer.words(text)
+    found = [tokenizer.word_id(w) for w in words]  # looked up once: None outside the vocabulary
     prefix = unknown_prefix = None
     if words and _WORD_CHARS.search(text):
         typed = words[-1].lower()
-        earlier = (w for w in words[:-1] if tokenizer.word_id(w) is None)
+        earlier = (w for w, i in zip(words[:-1], found[:-1], strict=True) if i is None)
         if completion_ids(tokenizer, words[-1]) or (
             copies and any(w.lower().startswith(typed) for w in earlier)
         ):
             prefix = words.pop()
+            found.pop()
         else:  # no word starts so: suggest what follows it, and say so
             unknown_prefix = words[-1]
     truncated = len(words) > max_tokens
-    words = words[-max_tokens:] if max_tokens > 0 else []
-    context = tokenizer.context_ids(words)
-    outside = tuple(w if tokenizer.word_id(w) is None else None for w in words)
+    words, found = (words[-max_tokens:], found[-max_tokens:]) if max_tokens > 0 else ([], [])
+    context = tokenizer.context_of(found)
+    outside = tuple(w if i is None else None for w, i in zip(words, found, strict=True))
     unknown = sum(1 for w in outside if w is not None)
     return NextWordQuery(
         context, prefix, unknown, top_k, truncated, unknown_prefix, (None, *outside)

@@ -70,11 +70,12 @@ def typed_reviews(tokenizer: WordTokenizer, reviews: list[str]) -> TypedText:
     outside: dict[str, int] = {}
     for review in reviews:
         words = tokenizer.words(review)
-        read = tokenizer.context_ids(words)  # <eos>, then one id per word
+        found = [tokenizer.word_id(w) for w in words]  # None outside the vocabulary
+        read = tokenizer.context_of(found)  # <eos>, then one id per word
         ids.extend(read)
         typed.append(read[0])
-        for word, token in zip(words, read[1:], strict=True):
-            if tokenizer.word_id(word) is None:
+        for word, token, known in zip(words, read[1:], found, strict=True):
+            if known is None:
                 token = tokenizer.vocab_size + outside.setdefault(word, len(outside))
             typed.append(token)
     as_tensor = torch.tensor(ids, dtype=torch.long)

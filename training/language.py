@@ -270,9 +270,10 @@ def evaluate_ids(
             nll -= float(target_log_probs.sum())
             count += flat_targets.numel()
             for chunk in range(0, flat.shape[0], 1024) if top_k else ():
-                logits = model.logits(flat[chunk : chunk + 1024])
+                rows = slice(chunk, chunk + 1024)
+                logits = model.logits(flat[rows])
+                streams_of = None  # each row's stream, where the cache's pairs are per stream
                 if copied is not None and memory is not None:
-                    rows = slice(chunk, chunk + 1024)
                     row_weights, every_id, steps = copied
                     streams_of = torch.arange(flat.shape[0], device=device)[rows] // steps
                     logits = mix_rows(
@@ -280,7 +281,7 @@ def evaluate_ids(
                         every_id[streams_of], memory.config.weight,
                     )  # fmt: skip
                 best = logits.topk(max(top_k), dim=-1).indices
-                wanted = flat_targets[chunk : chunk + 1024, None]
+                wanted = flat_targets[rows, None]
                 for k in top_k:
                     hits[k] += int((best[:, :k] == wanted).any(-1).sum())
                 if is_word is not None:
@@ -291,18 +292,16 @@ def evaluate_ids(
                     word_hits += int(found.sum())
                     word_targets += int(target_is_word.sum())
                 if typed_is_word is not None and flat_typed is not None and is_word is not None:
-                    rows = slice(chunk, chunk + 1024)
                     typed_wanted = flat_typed[rows]  # (N,)
                     counted = typed_is_word[typed_wanted]  # (N,): targets that are words
                     typed_targets += int(counted.sum())
                     outside_targets += int((counted & (typed_wanted >= is_word.numel())).sum())
                     in_vocabulary = (best_words == typed_wanted[:, None]).any(-1) & counted
                     vocabulary_hits += int(in_vocabulary.sum())
-                    if copied is None or every_typed is None or memory is None:
-                        typed_hits += int(in_vocabulary.sum())  # nothing to copy from
+                    if streams_of is None:  # no cache: nothing to copy from
+                        typed_hits += int(in_vocabulary.sum())
                         continue
-                    row_weights, _, steps = copied
-                    streams_of = torch.arange(flat.shape[0], device=device)[rows] // steps
+                    assert every_typed is not None and memory is not None  # as streams_of
                     best_typed = typed_top3(
                         logits, is_word, row_weights[rows], every_typed[streams_of],
                         typed_wanted, memory.config.weight,
