@@ -51,17 +51,27 @@ def _ids(events: list[Event]) -> list[int]:
     return [e.token_id for e in events if isinstance(e, TokenEvent)]
 
 
+def _alone(
+    model: LanguageModel,
+    tokenizer: CharTokenizer,
+    prompt: list[int],
+    seed: int,
+    prefixes: PrefixCache | None = None,
+    continuous: CacheConfig | None = CACHE,
+) -> list[Event]:
+    """The events of one generation, alone in its scheduler."""
+    events: list[Event] = []
+    scheduler = GenerationScheduler(model, tokenizer, 8, prefixes, continuous)
+    run_generations(scheduler, [_request(prompt, seed, events)])
+    return events
+
+
 def test_a_seed_gives_one_text_alone_in_a_batch_and_from_cached_prefixes() -> None:
     tokenizer = CharTokenizer.fit(TEXT)
     model = tiny_language_model(tokenizer.vocab_size)
     prompt = tokenizer.encode("to be or not").ids
-    alone: list[Event] = []
-    run_generations(
-        GenerationScheduler(model, tokenizer, 8, None, CACHE), [_request(prompt, 42, alone)]
-    )
-    expected = _ids(alone)
-    without: list[Event] = []
-    run_generations(GenerationScheduler(model, tokenizer, 8, None), [_request(prompt, 42, without)])
+    expected = _ids(_alone(model, tokenizer, prompt, 42))
+    without = _alone(model, tokenizer, prompt, 42, continuous=None)
     assert expected != _ids(without)  # the cache changes the text of this model
 
     prefixes = PrefixCache(1 << 24)
@@ -81,11 +91,7 @@ def test_a_one_token_prompt_starts_with_an_empty_memory() -> None:
     tokenizer = CharTokenizer.fit(TEXT)
     model = tiny_language_model(tokenizer.vocab_size)
     for cache in (None, PrefixCache(1 << 24)):  # read cold, then from the cached entry
-        events: list[Event] = []
-        run_generations(
-            GenerationScheduler(model, tokenizer, 8, cache, CACHE), [_request([3], 0, events)]
-        )
-        finish = events[-1]
+        finish = _alone(model, tokenizer, [3], 0, cache)[-1]
         assert isinstance(finish, FinishEvent) and finish.finish_reason == "length"
         assert finish.tokens == 40
 
@@ -94,10 +100,7 @@ def test_reported_log_probabilities_are_the_mixed_distributions() -> None:
     tokenizer = CharTokenizer.fit(TEXT)
     model = tiny_language_model(tokenizer.vocab_size)
     prompt = tokenizer.encode("to be or not to").ids
-    events: list[Event] = []
-    run_generations(
-        GenerationScheduler(model, tokenizer, 8, None, CACHE), [_request(prompt, 3, events)]
-    )
+    events = _alone(model, tokenizer, prompt, 3)
     finish = events[-1]
     assert isinstance(finish, FinishEvent)
     reported = [
