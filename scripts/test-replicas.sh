@@ -104,14 +104,14 @@ back=$(( $(served "${ids[0]}" "$routes") - before ))
 echo "ok  the restarted replica serves again ($back of 60 requests)"
 
 # 4. SSE through the balancer, token by token: the events arrive spread out, not in one piece
-"${load[@]}" stream --base "$base" --tokens 12 >"$work/sse.json" || fail "SSE: $(cat "$work/sse.json")"
+"${load[@]}" stream --base "$base" --tokens 24 >"$work/sse.json" || fail "SSE: $(cat "$work/sse.json")"
 python3 - "$work/sse.json" <<'PY' || fail "SSE was not streamed token by token: $(cat "$work/sse.json")"
 import json, sys
 times = json.load(open(sys.argv[1]))["token_ms"]
-assert len(times) == 12, times
+assert len(times) == 24, times
 assert len({round(t) for t in times}) >= 6 and times[-1] - times[0] >= 5, times
 PY
-echo "ok  SSE through the balancer: 12 token events over $(python3 -c "import json,sys; t=json.load(open(sys.argv[1]))['token_ms']; print(round(t[-1]-t[0]))" "$work/sse.json") ms"
+echo "ok  SSE through the balancer: 24 token events over $(python3 -c "import json,sys; t=json.load(open(sys.argv[1]))['token_ms']; print(round(t[-1]-t[0]))" "$work/sse.json") ms"
 
 # 5. x-request-id: the client's is kept (the load checked every answer); without one, the balancer's
 id=$(curl -sS -f -o /dev/null -D - "$base/health/live" | tr -d '\r' | awk -F': ' 'tolower($1) == "x-request-id" {print $2}')
