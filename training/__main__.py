@@ -28,6 +28,7 @@ from training.config import (
     TASK_CONFIGS,
     LanguageModelTrainConfig,
     SentimentConfig,
+    SettingError,
     TrainConfig,
     add_config_flags,
     config_as_dict,
@@ -326,10 +327,6 @@ def _parser() -> argparse.ArgumentParser:
         "files, as sentiment reads them): everyday English (default: as the card's run did)",
     )
     return parser
-
-
-class SettingError(ValueError):
-    """A setting (flag or config file) the run cannot use."""
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> None:
