@@ -178,13 +178,6 @@ class LanguageModelTrainConfig(TrainConfig):
         "share of the training streams whose carried state is zeroed before each window, so "
         "the model also learns to start from nothing and read a short prompt, as a generation does",
     )
-    speaker_loss: float = setting(
-        0.0,
-        "generate: weight of a second loss, beside the next character's, that names the "
-        "speaker of a play's speech from each position's hidden state (speakers with at least "
-        "5 speeches in the training text), so the state keeps who is speaking and the "
-        "prediction can use it; the classifier is not part of the checkpoint. 0: off",
-    )
     fit_cache: bool = setting(
         False,
         "after training, fit a continuous cache on validation (window, theta, weight; "
@@ -204,8 +197,6 @@ class LanguageModelTrainConfig(TrainConfig):
         super().__post_init__()
         if not 0.0 <= self.state_resets <= 1.0:
             raise ValueError(f"state_resets must be within 0..1, got {self.state_resets}")
-        if self.speaker_loss < 0:
-            raise ValueError(f"speaker_loss must be 0 or more, got {self.speaker_loss}")
         if self.everyday_tokens < 0:
             raise ValueError(f"everyday_tokens must be 0 or more, got {self.everyday_tokens}")
         if self.everyday_tokens and self.everyday_data is None:

@@ -35,7 +35,7 @@ from training.config import LanguageModelTrainConfig, SettingError, TrainConfig
 from training.everyday import TypedText, encode_reviews, load_everyday, typed_reviews
 from training.reading import read_windows
 from training.short_texts import short_texts
-from training.speakers import MIN_SPEECHES, name_dependence, speaker_targets
+from training.speakers import name_dependence
 from training.tasks import SAMPLES, Finished
 from training.text import TextSplits, char_ids, load_char_splits, load_word_splits, word_ids
 
@@ -49,33 +49,20 @@ def streams(ids: torch.Tensor, count: int) -> torch.Tensor:
 
 
 class _Objective(nn.Module):
-    """Wraps the model so DistributedDataParallel sees the loss computation as one forward.
-    With `speakers` classes, a linear classifier also names the speaker at each position from
-    its hidden state (the speaker loss); it is trained beside the model and never exported."""
+    """Wraps the model so DistributedDataParallel sees the loss computation as one forward."""
 
-    def __init__(self, model: LanguageModel, speakers: int = 0, weight: float = 0.0) -> None:
+    def __init__(self, model: LanguageModel) -> None:
         super().__init__()
         self.model = model
-        self.weight = weight
-        self.speaker_head = nn.Linear(model.config.hidden_dim, speakers) if speakers else None
 
     def forward(
-        self,
-        inputs: torch.Tensor,
-        targets: torch.Tensor,
-        state: State | None,
-        speakers: torch.Tensor | None = None,
+        self, inputs: torch.Tensor, targets: torch.Tensor, state: State | None
     ) -> tuple[torch.Tensor, State]:
         hidden, new_state = self.model.features(inputs, state)  # (B, T, H)
-        flat = hidden.reshape(-1, hidden.shape[-1]).float()  # (B*T, H)
-        loss = -self.model.target_log_probs(flat, targets.reshape(-1)).mean()
-        if self.speaker_head is not None and speakers is not None:
-            # -1: no known speaker there (between speeches, a rare speaker): not counted
-            named = self.speaker_head(flat)  # (B*T, S)
-            loss = loss + self.weight * nn.functional.cross_entropy(
-                named, speakers.reshape(-1), ignore_index=-1
-            )
-        return loss, new_state
+        log_probs = self.model.target_log_probs(
+            hidden.reshape(-1, hidden.shape[-1]).float(), targets.reshape(-1)
+        )
+        return -log_probs.mean(), new_state
 
 
 def zero_rows(state: State, rows: torch.Tensor) -> State:
@@ -112,24 +99,10 @@ class LanguageModelTask:
         # held-out everyday English (next-word with everyday_data): measured once, at the end
         self.everyday = everyday or {}
         self.state: State | None = None
-        # the speaker at each training position (speaker_loss), as the streams cut the text
-        self.speaker_ids: torch.Tensor | None = None
-        self.speaker_names: list[str] = []
-        if config.speaker_loss > 0:
-            if not isinstance(tokenizer, CharTokenizer):
-                raise SettingError(f"speaker_loss is a generate setting, not one of {kind.name}")
-            self.speaker_ids, self.speaker_names = speaker_targets(splits.train)
-            if self.speaker_ids.numel() != self.train_ids.numel():  # one id per character
-                raise ValueError("speaker_loss: the training ids are not one per character")
-            if not self.speaker_names:
-                raise SettingError(
-                    f"speaker_loss: the training text has no speaker with {MIN_SPEECHES} "
-                    'speeches (a play\'s "NAME:" lines)'
-                )
 
     def objective(self, model: nn.Module) -> nn.Module:
         assert isinstance(model, LanguageModel)
-        return _Objective(model, len(self.speaker_names), self.config.speaker_loss)
+        return _Objective(model)
 
     def steps_per_epoch(self, world: int) -> int:
         length = self.train_ids.numel() // (self.config.batch_size * world)
@@ -142,31 +115,23 @@ class LanguageModelTask:
 
     def batches(self, epoch: int, rank: int, world: int) -> Iterator[tuple[torch.Tensor, ...]]:
         data = streams(self.train_ids, self.config.batch_size * world)
-        rows = slice(rank * self.config.batch_size, (rank + 1) * self.config.batch_size)
-        data = data[rows]
-        speakers = None
-        if self.speaker_ids is not None:  # cut into the same streams as the text
-            speakers = streams(self.speaker_ids, self.config.batch_size * world)[rows]
+        data = data[rank * self.config.batch_size : (rank + 1) * self.config.batch_size]
         # a different window phase each epoch, so the same cut points do not recur
         offset = random.Random(self.config.seed * 1000 + epoch).randrange(self.config.bptt)
         for step in range(self.steps_per_epoch(world)):
             start = offset + step * self.config.bptt
             window = data[:, start : start + self.config.bptt + 1]
-            if speakers is None:
-                yield window[:, :-1], window[:, 1:]
-            else:  # the speaker after reading each input position
-                yield window[:, :-1], window[:, 1:], speakers[:, start : start + self.config.bptt]
+            yield window[:, :-1], window[:, 1:]
 
     def loss(
         self, objective: nn.Module, batch: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, int]:
-        inputs, targets = batch[0], batch[1]
+        inputs, targets = batch
         device = next(objective.parameters()).device
         state = None if self.state is None else detach_state(self.state)
         if state is not None and self.config.state_resets > 0:
             state = zero_rows(state, torch.rand(inputs.shape[0]) < self.config.state_resets)
-        speakers = batch[2].to(device) if len(batch) > 2 else None
-        loss, self.state = objective(inputs.to(device), targets.to(device), state, speakers)
+        loss, self.state = objective(inputs.to(device), targets.to(device), state)
         return loss, inputs.numel()
 
     def validate(self, model: nn.Module) -> dict[str, float]:
@@ -207,10 +172,6 @@ class LanguageModelTask:
             for split, text in self.everyday.items()
         }
         test.update({f"everyday_{k}": v for k, v in everyday.get("test", {}).items()})
-        if self.kind.text_measure is not None:  # how the model reads a prompt, for choosing
-            card["validation_text"] = self.kind.text_measure(
-                model, self.tokenizer, self.splits.valid, checkpoint_config.cache
-            )
         samples = card_samples(
             model, self.tokenizer, checkpoint_config.cache, self.config.sample_prompts,
             self.kind.sample_length, self.config.seed,

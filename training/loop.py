@@ -117,10 +117,8 @@ class Trainer:
         self._this_process_started = time.perf_counter()
         # share of the wall-clock budget spent, read once per step (one broadcast under DDP)
         self.spent = 0.0
-        # the objective's parameters: the model's, and any the task trains beside it (a
-        # classifier of a second loss) that are not part of the checkpoint
         self.optimizer = torch.optim.AdamW(
-            self.wrapped.parameters(),
+            self.model.parameters(),
             lr=config.lr,
             weight_decay=config.weight_decay,
             fused=self.device.type == "cpu" or self.device.type == "cuda",
@@ -231,7 +229,7 @@ class Trainer:
             loss, count = self.task.loss(self.wrapped, batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(self.wrapped.parameters(), self.config.clip_norm)
+        nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
         self.optimizer.step()
         self.step += 1
         self.spent = self.time_spent()  # the schedule's next learning rate follows it
@@ -298,8 +296,6 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         state = {
             "model": self.model.state_dict(),
-            # the objective's own parameters beside the model's (a second loss's classifier)
-            "objective": self.wrapped.state_dict(),
             "best_state": self.best_state,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -333,8 +329,6 @@ class Trainer:
                 "resume with the same settings or use another --run-dir"
             )
         self.model.load_state_dict(state["model"])
-        if "objective" in state:  # absent in older resume files, whose objective was the model
-            self.wrapped.load_state_dict(state["objective"])
         self.best_state = state["best_state"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

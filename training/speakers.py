@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import re
-from collections import Counter
 
 import torch
 
@@ -31,28 +30,6 @@ def speeches(text: str, length: int) -> list[tuple[str, str]]:
         if len(speech) == length:
             found.append((match.group(1), speech))
     return found
-
-
-# a speaker heard this often in the training text gets a class of its own in the speaker loss
-MIN_SPEECHES = 5
-
-
-def speaker_targets(text: str, min_speeches: int = MIN_SPEECHES) -> tuple[torch.Tensor, list[str]]:
-    """Who is speaking at each character of a play's text: (len(text),) class ids into the
-    returned names (those with at least `min_speeches` speeches), -1 where no such speaker is.
-
-    A speaker is known from the newline that ends their name's line (a model that has read it
-    knows the name) to the end of the speech; the blank line and the name line of the next
-    speech are -1, as a reader cannot yet tell who speaks next."""
-    found = list(_SPEAKER.finditer(text))
-    counts = Counter(match.group(1) for match in found)
-    names = sorted(name for name, count in counts.items() if count >= min_speeches)
-    index = {name: number for number, name in enumerate(names)}
-    targets = torch.full((len(text),), -1, dtype=torch.long)
-    ends = [following.start() for following in found[1:]] + [len(text)] if found else []
-    for this, end in zip(found, ends, strict=True):
-        targets[this.end() - 1 : end] = index.get(this.group(1), -1)
-    return targets, names
 
 
 def _log_probs(
