@@ -168,8 +168,19 @@ class LanguageModel(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embed_dim)
+        # a speaker's name, read letter by letter from the same embeddings, becomes one vector
+        # the recurrent stack reads beside every token of the speech (models/speakers.py)
+        self.speaker_encoder = (
+            nn.GRU(config.embed_dim, config.speaker_dim, batch_first=True)
+            if config.speaker_dim
+            else None
+        )
         self.rnn = make_rnn(
-            config.cell, config.embed_dim, config.hidden_dim, config.num_layers, config.dropout
+            config.cell,
+            config.embed_dim + config.speaker_dim,
+            config.hidden_dim,
+            config.num_layers,
+            config.dropout,
         )
         # on the embeddings and on the top layer's output; make_rnn adds it between layers
         self.dropout = nn.Dropout(config.dropout)
@@ -197,15 +208,36 @@ class LanguageModel(nn.Module):
         else:
             self.head = nn.Linear(config.hidden_dim, config.vocab_size)
 
+    def speaker_vectors(self, names: list[list[int]]) -> torch.Tensor:
+        """Token ids of N names (each non-empty) -> their vectors (N, S)."""
+        if self.speaker_encoder is None:
+            raise ValueError("this model reads no speakers (speaker_dim 0)")
+        device = self.embedding.weight.device
+        lengths = torch.tensor([len(name) for name in names])
+        padded = torch.zeros(len(names), int(lengths.max()), dtype=torch.long)
+        for row, name in enumerate(names):
+            padded[row, : len(name)] = torch.tensor(name)
+        embedded = self.embedding(padded.to(device))  # (N, L, E)
+        _, last = run_rnn(self.speaker_encoder, embedded, lengths)  # (1, N, S) after each name
+        assert isinstance(last, torch.Tensor)  # a GRU's state is one tensor
+        return last[0]
+
     def features(
         self,
         tokens: torch.Tensor,
         state: State | None = None,
         lengths: torch.Tensor | None = None,
         packed: bool = True,
+        speakers: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, State]:
-        """tokens (B, T) -> hidden (B, T, H) after dropout, and the state after each row's end."""
+        """tokens (B, T) -> hidden (B, T, H) after dropout, and the state after each row's end.
+        A model that reads speakers reads `speakers` (B, T, S) beside the tokens (None: no
+        speaker anywhere)."""
         x = self.dropout(self.embedding(tokens))  # (B, T, E)
+        if self.speaker_encoder is not None:
+            if speakers is None:
+                speakers = x.new_zeros(*tokens.shape, self.config.speaker_dim)
+            x = torch.cat([x, self.dropout(speakers.to(x.dtype))], dim=-1)  # (B, T, E + S)
         hidden, new_state = run_rnn(self.rnn, x, lengths, state, packed)  # (B, T, H)
         return self.dropout(hidden), new_state
 
@@ -233,10 +265,11 @@ class LanguageModel(nn.Module):
         tokens: torch.Tensor,
         state: State | None = None,
         lengths: torch.Tensor | None = None,
+        speakers: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, State]:
         """Logits (B, V) after each row's last real token only, and the state there: reading a
         prompt needs no projection to the vocabulary at the positions before."""
-        hidden, new_state = self.features(tokens, state, lengths)  # (B, T, H)
+        hidden, new_state = self.features(tokens, state, lengths, speakers=speakers)  # (B, T, H)
         return self.logits(final_hidden(hidden, lengths)), new_state  # (B, V)
 
     def forward(
@@ -244,9 +277,10 @@ class LanguageModel(nn.Module):
         tokens: torch.Tensor,
         state: State | None = None,
         lengths: torch.Tensor | None = None,
+        speakers: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, State]:
         """tokens (B, T) -> logits (B, T, V), state after each row's last real token."""
-        hidden, new_state = self.features(tokens, state, lengths)  # (B, T, H)
+        hidden, new_state = self.features(tokens, state, lengths, speakers=speakers)  # (B, T, H)
         return self.logits(hidden), new_state  # (B, T, V)
 
 

@@ -75,9 +75,14 @@ class LanguageModelConfig:
     # Non-empty: an adaptive softmax with these cluster cut-offs instead of a full projection.
     adaptive_cutoffs: tuple[int, ...] = field(default_factory=tuple)
     adaptive_div_value: float = 4.0
+    # > 0: each token is read beside a vector of this width naming the current speaker of a
+    # play (models/speakers.py), encoded from the name's characters; 0: no such input
+    speaker_dim: int = 0
 
     def __post_init__(self) -> None:
         _check_common(self.cell, self.vocab_size, self.dropout)
+        if self.speaker_dim < 0:
+            raise ValueError(f"speaker_dim must be 0 or more, got {self.speaker_dim}")
         object.__setattr__(self, "adaptive_cutoffs", tuple(self.adaptive_cutoffs))
         if self.tie_weights and self.adaptive_cutoffs:
             raise ValueError("tie_weights cannot be combined with adaptive_cutoffs")

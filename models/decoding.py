@@ -10,6 +10,7 @@ import torch
 from models.architectures import LanguageModel
 from models.cache import Memory
 from models.config import CacheConfig, SamplingParams
+from models.speakers import SpeakerInputs, SpeakerTracker
 
 
 def apply_penalties(
@@ -113,15 +114,19 @@ def generate_ids(
     params: SamplingParams,
     generator: torch.Generator,
     cache: CacheConfig | None = None,
+    speakers: SpeakerInputs | None = None,
 ) -> Iterator[int]:
     """Yield sampled token ids one at a time; each step feeds one token and carries the state.
     With a `cache`, each distribution is the model's mixed with its continuous cache over the
-    prompt and the text generated so far."""
+    prompt and the text generated so far. A model that reads speakers needs `speakers`: the
+    speaker named in the prompt, and any the text goes on to name, is read beside each token."""
     if not prompt_ids:
         raise ValueError("prompt_ids must hold at least one token")
     device = next(model.parameters()).device
     tokens = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)  # (1, T)
-    hidden, state = model.features(tokens)  # (1, T, H)
+    tracker = SpeakerTracker()
+    beside = speakers.of_text(prompt_ids, tracker)[None] if speakers is not None else None
+    hidden, state = model.features(tokens, speakers=beside)  # (1, T, H)
     last = hidden[0, -1]  # (H,): the output the next token's logits come from
     memory = Memory(cache, hidden.shape[-1], device) if cache is not None else None
     if memory is not None:
@@ -135,5 +140,7 @@ def generate_ids(
         step = torch.tensor([[token]], dtype=torch.long, device=device)  # (1, 1)
         if memory is not None:
             memory.add(last[None], step[0])
-        hidden, state = model.features(step, state)  # (1, 1, H)
+        if speakers is not None:
+            beside = speakers.of_text([token], tracker)[None]  # (1, 1, S)
+        hidden, state = model.features(step, state, speakers=beside)  # (1, 1, H)
         last = hidden[0, -1]

@@ -19,6 +19,7 @@ from models.cache import Memory
 from models.config import CacheConfig, SamplingParams
 from models.decoding import apply_penalties, make_generator, sample_next
 from models.recurrent import State, concat_states, select_state, without_onednn
+from models.speakers import SpeakerTracker, speaker_inputs
 from models.tokenizers import Tokenizer
 from service.engine.operations import Event, FinishEvent, TokenEvent, TokenLogprob
 from service.prefix_cache import PrefixCache, ReadPrompt, read_prompts
@@ -83,6 +84,9 @@ class _Sequence:
     # state `logits` came from
     memory: Memory | None = None
     hidden: torch.Tensor | None = None
+    # a model that reads speakers: who is speaking in the text so far, and that name's vector
+    tracker: SpeakerTracker | None = None
+    speaker: torch.Tensor | None = None
 
     def release(self) -> tuple[TokenLogprob, ...]:
         released, self.pending = tuple(self.pending), []
@@ -107,6 +111,7 @@ class GenerationScheduler:
             cache,
         )
         self.continuous = continuous  # the checkpoint's continuous cache, if it has one
+        self.speakers = speaker_inputs(model, tokenizer)  # None unless the model reads them
         self.device = next(model.parameters()).device
         self._incoming: deque[GenerationRequest] = deque()
         self._lock = threading.Lock()
@@ -142,20 +147,27 @@ class GenerationScheduler:
                 waiting.append(request)
         if not waiting:
             return
+        trackers = [SpeakerTracker() if self.speakers else None for _ in waiting]
         read: list[ReadPrompt | None]
         try:
             prompts = [r.prompt_ids for r in waiting]
-            read = list(read_prompts(self.model, prompts, self.cache, self.continuous))
+            beside = self._prompt_speakers(prompts, trackers)
+            read = list(
+                read_prompts(self.model, prompts, self.cache, self.continuous, speakers=beside)
+            )
         except Exception:  # read each alone, so one bad prompt fails only itself
             logger.exception("prefill of %d prompts failed", len(waiting))
-            read = [self._read_alone(r) for r in waiting]
+            trackers = [SpeakerTracker() if self.speakers else None for _ in waiting]
+            read = [self._read_alone(r, t) for r, t in zip(waiting, trackers, strict=True)]
         joining = []
-        for request, prefix in zip(waiting, read, strict=True):
+        for request, prefix, tracker in zip(waiting, read, trackers, strict=True):
             if prefix is not None:
                 generator = make_generator(request.seed)
                 scanner = StopScanner(request.stop)
                 sequence = _Sequence(request, generator, prefix.logits, prefix.state, scanner)
                 sequence.memory, sequence.hidden = prefix.memory, prefix.hidden
+                if self.speakers is not None and tracker is not None:
+                    sequence.tracker, sequence.speaker = tracker, self.speakers.vector(tracker.name)
                 if request.params.repetition_penalty != 1.0:
                     sequence.prompt_tokens = frozenset(request.prompt_ids)
                 joining.append(sequence)
@@ -165,9 +177,25 @@ class GenerationScheduler:
         self._active = joining + self._active
         self._joined += len(joining)
 
-    def _read_alone(self, request: GenerationRequest) -> ReadPrompt | None:
+    def _prompt_speakers(
+        self, prompts: list[list[int]], trackers: list[SpeakerTracker | None]
+    ) -> list[torch.Tensor] | None:
+        """Each prompt's speakers (T, S), its tracker left after the prompt; None for a model
+        that reads none."""
+        if self.speakers is None:
+            return None
+        return [
+            self.speakers.of_text(ids, tracker)
+            for ids, tracker in zip(prompts, trackers, strict=True)
+        ]
+
+    def _read_alone(
+        self, request: GenerationRequest, tracker: SpeakerTracker | None
+    ) -> ReadPrompt | None:
         try:
-            return read_prompts(self.model, [request.prompt_ids], self.cache, self.continuous)[0]
+            prompt = [request.prompt_ids]
+            beside = self._prompt_speakers(prompt, [tracker])
+            return read_prompts(self.model, prompt, self.cache, self.continuous, speakers=beside)[0]
         except Exception as error:
             logger.exception("prefill failed")
             request.emit(FinishEvent("", 0, "error", type(error).__name__))
@@ -207,8 +235,11 @@ class GenerationScheduler:
         tokens = torch.tensor([[s.last_token] for s in running], device=self.device)  # (B, 1)
         try:
             state = concat_states([s.state for s in running])
+            beside = None
+            if self.speakers is not None:  # each sequence's current speaker: (B, 1, S)
+                beside = torch.stack([s.speaker for s in running if s.speaker is not None])[:, None]
             with without_onednn():
-                hidden, new_state = self.model.features(tokens, state)  # (B, 1, H)
+                hidden, new_state = self.model.features(tokens, state, speakers=beside)
                 logits = self.model.logits(hidden)  # (B, 1, V)
         except Exception as error:  # the sequences of this step fail; the next step is clean
             logger.exception("generation step of %d sequences failed", len(running))
@@ -241,6 +272,11 @@ class GenerationScheduler:
             sequence.memory.add(sequence.hidden[None], torch.tensor([token]))
         sequence.counts[token] += 1
         piece = self.tokenizer.show(token, sequence.scanner.text)
+        if sequence.tracker is not None and self.speakers is not None:
+            speaking = sequence.tracker.name
+            sequence.tracker.feed(piece)
+            if sequence.tracker.name != speaking:  # the text has named a new speaker
+                sequence.speaker = self.speakers.vector(sequence.tracker.name)
         if request.logprobs is not None:
             entry = self._logprob(allowed, token, piece, sequence.scanner.text, request.logprobs)
             sequence.pending.append(entry)

@@ -131,10 +131,12 @@ def read_prompts(
     cache: PrefixCache | None,
     continuous: CacheConfig | None,
     copy_memory: bool = True,
+    speakers: Sequence[torch.Tensor] | None = None,
 ) -> list[ReadPrompt]:
     """`read_prefixes`, and with a `continuous` cache each prompt's memory too: a copy of its
     own, for a caller that adds to it (a generation); `copy_memory=False`, possibly the cache's
-    own, for one that only reads it."""
+    own, for one that only reads it. A model that reads speakers reads each prompt's `speakers`
+    (T, S) beside its tokens (a function of the tokens, so a cached prefix's state holds)."""
     found = [cache.longest(ids) if cache else (0, None) for ids in prompts]
     if continuous is not None:  # an entry without a memory (put by next-word) cannot serve
         found = [(n, e) if e is not None and e.memory is not None else (0, None) for n, e in found]
@@ -151,7 +153,9 @@ def read_prompts(
     if todo:
         rests = [list(prompts[i][found[i][0] :]) for i in todo]
         starts = [found[i][1] for i in todo]
-        for index, read in zip(todo, _read_rests(model, rests, starts, continuous), strict=True):
+        beside = [speakers[i][found[i][0] :] for i in todo] if speakers is not None else None
+        read_rests = _read_rests(model, rests, starts, continuous, beside)
+        for index, read in zip(todo, read_rests, strict=True):
             results[index] = read
             if cache is not None:
                 cache.put(prompts[index], read.logits, read.state, read.memory, read.hidden)
@@ -169,21 +173,26 @@ def _read_rests(
     rests: list[list[int]],
     starts: list[CachedPrefix | None],
     continuous: CacheConfig | None,
+    speakers: list[torch.Tensor] | None = None,
 ) -> list[ReadPrompt]:
-    """Read each rest of a prompt (non-empty) from its cached prefix's state, in one packed pass."""
+    """Read each rest of a prompt (non-empty) from its cached prefix's state, in one packed pass
+    (beside each rest's `speakers` (T, S), for a model that reads them)."""
     device = next(model.parameters()).device
     lengths = torch.tensor([len(rest) for rest in rests])
     tokens = torch.zeros(len(rests), int(lengths.max()), dtype=torch.long)
     for row, rest in enumerate(rests):
         tokens[row, : len(rest)] = torch.tensor(rest)
     tokens = tokens.to(device)
+    beside = None
+    if speakers is not None:  # (B, T, S), padded with no speaker
+        beside = torch.nn.utils.rnn.pad_sequence(speakers, batch_first=True)
     state = concat_states([_start_state(model, entry) for entry in starts])
     # one new token each (a word typed after a cached text): one time step, faster without
     # oneDNN; longer reads keep it
     one_step = without_onednn() if int(lengths.max()) == 1 else nullcontext()
     with torch.inference_mode(), one_step:
         # every position's output is kept: a continuous cache remembers them all
-        hidden, new_state = model.features(tokens, state, lengths)  # (B, T, H)
+        hidden, new_state = model.features(tokens, state, lengths, speakers=beside)  # (B, T, H)
         last = model.logits(final_hidden(hidden, lengths))  # (B, V)
         log_probs = torch.log_softmax(last.float(), dim=-1)  # (B, V)
     reads = []

@@ -18,8 +18,10 @@ from torch import nn
 
 from models.architectures import LanguageModel, count_parameters
 from models.checkpoint import STORAGE_DTYPES, Checkpoint, load_checkpoint, save_checkpoint
+from models.config import LanguageModelConfig
 from models.devices import DeviceError, resolve_device
 from models.format import CheckpointConfig
+from models.speakers import speaker_inputs
 from models.tokenizers import Tokenizer, WordTokenizer
 from training import language, sentiment
 from training.allocator import restart_with_tcmalloc
@@ -61,22 +63,49 @@ def _init_from(
     config: TrainConfig, model: nn.Module, checkpoint_config: CheckpointConfig, tokenizer: Tokenizer
 ) -> dict[str, Any] | None:
     """Start from a checkpoint's weights (a further schedule on a trained model). It must have the
-    same architecture and vocabulary; its card's command and metrics go into the new card."""
+    same architecture and vocabulary; its card's command and metrics go into the new card. A
+    character model that reads no speakers may start one that does (`speaker_dim`): its weights
+    are kept, and the new speaker input starts with no effect (zero weights), so the run
+    starts from the checkpoint's predictions and learns what the speaker adds."""
     if config.init_from is None:
         return None
     start = load_checkpoint(config.init_from)
-    if start.config.model != checkpoint_config.model:
+    wanted = checkpoint_config.model
+    widened = (
+        isinstance(wanted, LanguageModelConfig)
+        and isinstance(start.config.model, LanguageModelConfig)
+        and start.config.model.speaker_dim == 0
+        and dataclasses.replace(start.config.model, speaker_dim=wanted.speaker_dim) == wanted
+    )
+    if start.config.model != wanted and not widened:
         raise ValueError(
             f"--init-from {config.init_from}: its model config differs from this run's"
         )
     if start.tokenizer.to_json() != tokenizer.to_json():
         raise ValueError(f"--init-from {config.init_from}: its vocabulary differs from this run's")
-    model.load_state_dict(start.model.state_dict())
+    weights = start.model.state_dict()
+    if widened:
+        weights = _with_speaker_input(weights, model.state_dict())
+    model.load_state_dict(weights)
     return {
         "path": config.init_from,
         "command": start.card.get("command"),
         "metrics": start.card.get("metrics", {}).get("test"),
     }
+
+
+def _with_speaker_input(
+    weights: dict[str, torch.Tensor], own: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """A language model's weights for the same model reading speakers: the first layer's input
+    weights gain zero columns for the speaker vector; the speaker encoder keeps its own
+    (freshly initialised) weights."""
+    widened = {**own, **weights}
+    first = "rnn.weight_ih_l0"  # (gates * H, E) -> (gates * H, E + S)
+    columns = weights[first].shape[1]
+    widened[first] = torch.zeros_like(own[first])
+    widened[first][:, :columns] = weights[first]
+    return widened
 
 
 def train(task_name: str, config: TrainConfig, argv: list[str] | None = None) -> Path | None:
@@ -206,7 +235,10 @@ def fit_checkpoint_cache(
     assert isinstance(config, LanguageModelTrainConfig)
     splits = kind.load(config)
     valid = language.streams(kind.encode(loaded.tokenizer, splits.valid), config.eval_batch_size)
-    cache, report = fit_cache(loaded.model, valid, config.eval_bptt, config.max_eval_batches)
+    speakers = speaker_inputs(loaded.model, loaded.tokenizer)
+    cache, report = fit_cache(
+        loaded.model, valid, config.eval_bptt, config.max_eval_batches, speakers
+    )
     fitted = dataclasses.replace(loaded, config=dataclasses.replace(loaded.config, cache=cache))
     measured = kind.evaluate(fitted, config)
     held = "everyday_validation_"  # what a run's card records as everyday_validation

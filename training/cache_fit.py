@@ -10,6 +10,7 @@ import torch
 from models.architectures import LanguageModel
 from models.cache import WindowedMemory, mix, shares, target_copy
 from models.config import CacheConfig
+from models.speakers import SpeakerInputs
 from training.reading import Window, read_windows
 
 WINDOWS = (250, 500, 1000, 2000, 4000)
@@ -41,7 +42,11 @@ def _losses(
 
 
 def fit_cache(
-    model: LanguageModel, data: torch.Tensor, bptt: int, max_batches: int = 0
+    model: LanguageModel,
+    data: torch.Tensor,
+    bptt: int,
+    max_batches: int = 0,
+    speakers: SpeakerInputs | None = None,
 ) -> tuple[CacheConfig | None, dict[str, object]]:
     """The cache with the lowest loss on validation streams `data` (B, N) (None where none
     lowers it), and a report: the loss without and with it, and the best weight's loss for
@@ -49,7 +54,9 @@ def fit_cache(
     with torch.inference_mode():
         windows = [
             Window(w.hidden.float(), w.targets, w.target_log_probs.float())
-            for w in read_windows(model, data, bptt, max_batches)
+            for w in read_windows(
+                model, data, bptt, max_batches, speakers.of_ids(data) if speakers else None
+            )
         ]
     count = sum(w.targets.numel() for w in windows)
     without = -sum(float(w.target_log_probs.sum()) for w in windows) / max(1, count)

@@ -47,6 +47,8 @@ MODEL_HELP = {
     "tie_weights": "share the embedding matrix with the output projection (true/false)",
     "adaptive_cutoffs": "adaptive softmax cluster cut-offs, a comma list; empty: full softmax",
     "adaptive_div_value": "how much narrower each adaptive softmax cluster is than the one before",
+    "speaker_dim": "generate: width of a vector naming the speaker of a play's speech, read beside "
+    "each character (encoded from the name's letters); 0: none",
 }
 
 

@@ -20,6 +20,7 @@ from models.config import CacheConfig, SamplingParams
 from models.decoding import generate_ids, make_generator
 from models.format import CheckpointConfig
 from models.recurrent import State, detach_state
+from models.speakers import SpeakerInputs, names_of_ids, speaker_inputs
 from models.tokenizers import (
     EOS,
     UNK,
@@ -49,20 +50,45 @@ def streams(ids: torch.Tensor, count: int) -> torch.Tensor:
 
 
 class _Objective(nn.Module):
-    """Wraps the model so DistributedDataParallel sees the loss computation as one forward."""
+    """Wraps the model so DistributedDataParallel sees the loss computation as one forward.
+    For a model that reads speakers, `names` holds the token ids of every speaker's name that
+    the batches' speaker indices point into."""
 
-    def __init__(self, model: LanguageModel) -> None:
+    def __init__(self, model: LanguageModel, names: list[list[int]] | None = None) -> None:
         super().__init__()
         self.model = model
+        self.names = names
 
     def forward(
-        self, inputs: torch.Tensor, targets: torch.Tensor, state: State | None
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        state: State | None,
+        speakers: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, State]:
-        hidden, new_state = self.model.features(inputs, state)  # (B, T, H)
+        beside = None
+        if speakers is not None and self.names is not None:  # (B, T) indices, -1: none
+            beside = _speaker_vectors(self.model, self.names, speakers.to(inputs.device))
+        hidden, new_state = self.model.features(inputs, state, speakers=beside)  # (B, T, H)
         log_probs = self.model.target_log_probs(
             hidden.reshape(-1, hidden.shape[-1]).float(), targets.reshape(-1)
         )
         return -log_probs.mean(), new_state
+
+
+def _speaker_vectors(
+    model: LanguageModel, names: list[list[int]], index: torch.Tensor
+) -> torch.Tensor:
+    """(B, T) indices into `names` (-1: no speaker) -> (B, T, S) vectors, each name of the
+    window encoded once, with its gradient."""
+    present = index.unique()
+    present = present[present >= 0]
+    width = model.config.speaker_dim
+    table = model.embedding.weight.new_zeros(len(names) + 1, width)  # the last row: no speaker
+    if present.numel():
+        vectors = model.speaker_vectors([names[i] for i in present.tolist()])  # (K, S)
+        table = table.index_copy(0, present, vectors.to(table.dtype))
+    return table[index]  # -1 reads the last row
 
 
 def zero_rows(state: State, rows: torch.Tensor) -> State:
@@ -99,10 +125,29 @@ class LanguageModelTask:
         # held-out everyday English (next-word with everyday_data): measured once, at the end
         self.everyday = everyday or {}
         self.state: State | None = None
+        # a model that reads speakers: each training stream's speakers, as read from its start
+        # (indices into `speaker_names`), computed for the first stream count asked for
+        self.speaker_names: list[list[int]] | None = None
+        self._speakers: tuple[int, torch.Tensor] | None = None
 
     def objective(self, model: nn.Module) -> nn.Module:
         assert isinstance(model, LanguageModel)
-        return _Objective(model)
+        if model.config.speaker_dim:
+            self.speaker_names = []
+        return _Objective(model, self.speaker_names)
+
+    def _stream_speakers(self, data: torch.Tensor) -> torch.Tensor:
+        """(count, L) streams -> (count, L) speaker indices into `speaker_names`."""
+        if self._speakers is None or self._speakers[0] != data.shape[0]:
+            assert self.speaker_names is not None
+            table: dict[str, int] = {}
+            rows = []
+            for row in data.tolist():
+                names = names_of_ids(self.tokenizer, row)
+                rows.append([-1 if n is None else table.setdefault(n, len(table)) for n in names])
+            self.speaker_names[:] = [self.tokenizer.encode(name).ids for name in table]
+            self._speakers = (data.shape[0], torch.tensor(rows, dtype=torch.long))
+        return self._speakers[1]
 
     def steps_per_epoch(self, world: int) -> int:
         length = self.train_ids.numel() // (self.config.batch_size * world)
@@ -114,24 +159,32 @@ class LanguageModelTask:
         self.state = None
 
     def batches(self, epoch: int, rank: int, world: int) -> Iterator[tuple[torch.Tensor, ...]]:
-        data = streams(self.train_ids, self.config.batch_size * world)
-        data = data[rank * self.config.batch_size : (rank + 1) * self.config.batch_size]
+        every = streams(self.train_ids, self.config.batch_size * world)
+        rows = slice(rank * self.config.batch_size, (rank + 1) * self.config.batch_size)
+        data = every[rows]
+        speakers = None
+        if self.speaker_names is not None:
+            speakers = self._stream_speakers(every)[rows]
         # a different window phase each epoch, so the same cut points do not recur
         offset = random.Random(self.config.seed * 1000 + epoch).randrange(self.config.bptt)
         for step in range(self.steps_per_epoch(world)):
             start = offset + step * self.config.bptt
             window = data[:, start : start + self.config.bptt + 1]
-            yield window[:, :-1], window[:, 1:]
+            if speakers is None:
+                yield window[:, :-1], window[:, 1:]
+            else:  # the speaker at each input position
+                yield window[:, :-1], window[:, 1:], speakers[:, start : start + self.config.bptt]
 
     def loss(
         self, objective: nn.Module, batch: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, int]:
-        inputs, targets = batch
+        inputs, targets = batch[0], batch[1]
         device = next(objective.parameters()).device
         state = None if self.state is None else detach_state(self.state)
         if state is not None and self.config.state_resets > 0:
             state = zero_rows(state, torch.rand(inputs.shape[0]) < self.config.state_resets)
-        loss, self.state = objective(inputs.to(device), targets.to(device), state)
+        speakers = batch[2] if len(batch) > 2 else None
+        loss, self.state = objective(inputs.to(device), targets.to(device), state, speakers)
         return loss, inputs.numel()
 
     def validate(self, model: nn.Module) -> dict[str, float]:
@@ -142,6 +195,7 @@ class LanguageModelTask:
             self.config.eval_batch_size,
             self.config.eval_bptt,
             self.config.max_eval_batches,
+            speakers=speaker_inputs(model, self.tokenizer),  # fresh: the weights have moved
         )
 
     def finish(self, model: nn.Module) -> Finished:
@@ -153,8 +207,9 @@ class LanguageModelTask:
         if self.config.fit_cache:
             valid = streams(self.valid_ids, self.config.eval_batch_size).to(device)
             cache, card["cache"] = fit_cache(
-                model, valid, self.config.eval_bptt, self.config.max_eval_batches
-            )
+                model, valid, self.config.eval_bptt, self.config.max_eval_batches,
+                speaker_inputs(model, self.tokenizer),
+            )  # fmt: skip
             checkpoint_config = dataclasses.replace(checkpoint_config, cache=cache)
         test = self.kind.measure(
             model, self.tokenizer, checkpoint_config.cache, self.test_ids, self.splits.test,
@@ -172,6 +227,10 @@ class LanguageModelTask:
             for split, text in self.everyday.items()
         }
         test.update({f"everyday_{k}": v for k, v in everyday.get("test", {}).items()})
+        if self.kind.text_measure is not None:  # how the model reads a prompt, for choosing
+            card["validation_text"] = self.kind.text_measure(
+                model, self.tokenizer, self.splits.valid, checkpoint_config.cache
+            )
         samples = card_samples(
             model, self.tokenizer, checkpoint_config.cache, self.config.sample_prompts,
             self.kind.sample_length, self.config.seed,
@@ -193,12 +252,13 @@ def card_samples(
 ) -> list[dict[str, str]]:
     """A few samples for the card, each prompt with its own seed (seed, seed + 1, ...)."""
     params = SamplingParams(temperature=0.8, top_k=0, top_p=0.95)
+    speakers = speaker_inputs(model, tokenizer)
     out = []
     for number, prompt in enumerate(prompts):
         ids = tokenizer.read(prompt)  # as the service reads a prompt
         text = prompt
         generator = make_generator(seed + number)
-        for token in generate_ids(model, ids, length, params, generator, cache):
+        for token in generate_ids(model, ids, length, params, generator, cache, speakers):
             text += tokenizer.show(token, text)  # and shows what follows
         out.append(
             {
@@ -222,6 +282,7 @@ def evaluate_ids(
     words: torch.Tensor | None = None,
     cache: CacheConfig | None = None,
     typed: TypedText | None = None,
+    speakers: SpeakerInputs | None = None,
 ) -> dict[str, float]:
     """Mean next-token loss in nats over every position (state carried), perplexity, bits per
     token, and top-k accuracy for each k asked for (needs full distributions: slower). With
@@ -231,9 +292,11 @@ def evaluate_ids(
     decoding computes them. With `typed` (the text `ids` is, as it was typed), also top-3 on
     every typed word, those outside the vocabulary included: `typed_word_top3_accuracy` with
     the cache's copies of such words among the suggestions, as the service makes them, and
-    `typed_word_top3_vocabulary_only` without them."""
+    `typed_word_top3_vocabulary_only` without them. A model that reads speakers reads each
+    stream's (`speakers`), as known from the stream's start."""
     device = next(model.parameters()).device
     data = streams(ids, batch_size).to(device)
+    beside = speakers.of_ids(data) if speakers is not None else None
     memory = WindowedMemory(cache) if cache is not None else None
     nll, count = 0.0, 0
     hits = dict.fromkeys(top_k, 0)
@@ -246,7 +309,7 @@ def evaluate_ids(
     held_typed: torch.Tensor | None = None  # (B, M): the typed ids of the pairs held
     typed_hits, vocabulary_hits, typed_targets, outside_targets = 0, 0, 0, 0
     with torch.inference_mode():
-        for number, window in enumerate(read_windows(model, data, bptt, max_batches)):
+        for number, window in enumerate(read_windows(model, data, bptt, max_batches, beside)):
             hidden, targets = window.hidden, window.targets
             every_typed, flat_typed = None, None
             if typed_data is not None:  # the same positions, as typed
@@ -454,6 +517,8 @@ class TextTask:
         model_config = config.model_config(
             vocab_size, adaptive_cutoffs=_cutoffs(config, vocab_size)
         )
+        if getattr(model_config, "speaker_dim", 0) and not isinstance(tokenizer, CharTokenizer):
+            raise SettingError(f"speaker_dim is a generate setting, not one of {self.name}")
         checkpoint_config = CheckpointConfig(
             task=self.name,
             model=model_config,
@@ -501,18 +566,21 @@ class TextTask:
         """The test metrics of a model (and its cache) on the test split's ids and text."""
         device = next(model.parameters()).device
         words = word_mask(tokenizer) if self.top_k else None
+        speakers = speaker_inputs(model, tokenizer)
 
         def measured(with_cache: CacheConfig | None) -> dict[str, float]:
             return evaluate_ids(
                 model, ids.to(device), config.eval_batch_size, config.eval_bptt,
-                config.max_eval_batches, self.top_k, words, with_cache,
+                config.max_eval_batches, self.top_k, words, with_cache, speakers=speakers,
             )  # fmt: skip
 
         metrics = measured(cache)
         if cache is not None:  # what the cache buys: the model alone on the same text
             metrics["loss_without_cache"] = measured(None)["loss"]
         if self.short_text_length:
-            metrics.update(short_texts(model, ids, cache, self.short_text_length, words))
+            metrics.update(
+                short_texts(model, ids, cache, self.short_text_length, words, speakers=speakers)
+            )
         if self.text_measure is not None:
             metrics.update(self.text_measure(model, tokenizer, text, cache))
         return metrics

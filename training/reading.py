@@ -20,17 +20,23 @@ class Window:
 
 
 def read_windows(
-    model: LanguageModel, data: torch.Tensor, bptt: int, max_batches: int = 0
+    model: LanguageModel,
+    data: torch.Tensor,
+    bptt: int,
+    max_batches: int = 0,
+    speakers: torch.Tensor | None = None,
 ) -> Iterator[Window]:
     """The windows of `bptt` positions of streams `data` (B, N), each position predicting the
-    next; at most `max_batches` of them (0: all). Call it under `torch.inference_mode()`."""
+    next; at most `max_batches` of them (0: all); a model that reads speakers reads `speakers`
+    (B, N, S) beside them. Call it under `torch.inference_mode()`."""
     state: State | None = None
     for number, start in enumerate(range(0, data.shape[1] - 1, bptt)):
         if max_batches and number >= max_batches:
             break
         targets = data[:, start + 1 : start + 1 + bptt]
         inputs = data[:, start : start + bptt][:, : targets.shape[1]]
-        hidden, state = model.features(inputs, state)  # (B, T, H)
+        beside = None if speakers is None else speakers[:, start : start + inputs.shape[1]]
+        hidden, state = model.features(inputs, state, speakers=beside)  # (B, T, H)
         flat = hidden.reshape(-1, hidden.shape[-1]).float()
         log_probs = model.target_log_probs(flat, targets.reshape(-1)).view(targets.shape)
         yield Window(hidden, targets, log_probs)

@@ -10,6 +10,7 @@ import torch
 from models.architectures import LanguageModel
 from models.cache import WindowedMemory
 from models.config import CacheConfig
+from models.speakers import SpeakerInputs
 
 BATCH = 16  # texts per pass: a word model's (16, T, V) distributions are some 60 MB
 
@@ -19,11 +20,14 @@ def _measure(
     texts: torch.Tensor,
     cache: CacheConfig | None,
     words: torch.Tensor | None,
+    speakers: SpeakerInputs | None,
 ) -> dict[str, float]:
     nll, count, hits, targets_seen = 0.0, 0, 0, 0
     for batch in texts.split(BATCH):
         inputs, targets = batch[:, :-1], batch[:, 1:]  # (B, T)
-        hidden, _ = model.features(inputs)  # from a zero state
+        # each text's own speakers, as read from its start
+        beside = speakers.of_ids(inputs) if speakers is not None else None
+        hidden, _ = model.features(inputs, speakers=beside)  # from a zero state
         log_probs = torch.log_softmax(model.logits(hidden).float(), -1)  # (B, T, V)
         if cache is not None:
             log_probs = WindowedMemory(cache).log_probs(log_probs, hidden, targets)
@@ -47,6 +51,7 @@ def short_texts(
     length: int,
     words: torch.Tensor | None = None,
     count: int = 600,
+    speakers: SpeakerInputs | None = None,
 ) -> dict[str, float]:
     """`short_text_*` metrics over `count` texts of `length` tokens spread evenly over `ids`
     (N,): the mean loss of every position after the first token and, with `words` (V,), top-3
@@ -57,9 +62,9 @@ def short_texts(
     metrics: dict[str, float] = {"short_texts": float(texts.shape[0]), "short_text_length": length}
     words = words.to(device) if words is not None else None
     with torch.inference_mode():
-        measured = _measure(model, texts, cache, words)
+        measured = _measure(model, texts, cache, words, speakers)
         metrics.update({f"short_text_{k}": v for k, v in measured.items()})
         if cache is not None:
-            alone = _measure(model, texts, None, words)
+            alone = _measure(model, texts, None, words, speakers)
             metrics.update({f"short_text_{k}_without_cache": v for k, v in alone.items()})
     return metrics

@@ -15,6 +15,7 @@ import torch
 from models.architectures import LanguageModel
 from models.cache import WindowedMemory
 from models.config import CacheConfig
+from models.speakers import speaker_inputs
 from models.tokenizers import Tokenizer
 
 # a speaker's line: after a blank line (a new speech), a capitalised name and a colon, alone on
@@ -43,7 +44,10 @@ def _log_probs(
     the model and its continuous cache, where it has one)."""
     device = next(model.parameters()).device
     ids = torch.tensor([tokenizer.encode(prompt + speech).ids], device=device)  # (1, T)
-    hidden, _ = model.features(ids[:, :-1])  # (1, T-1, H): each position predicts the next
+    speakers = speaker_inputs(model, tokenizer)  # a model that reads speakers reads the name's
+    beside = speakers.of_ids(ids[:, :-1]) if speakers is not None else None
+    # (1, T-1, H): each position predicts the next
+    hidden, _ = model.features(ids[:, :-1], speakers=beside)
     log_probs = torch.log_softmax(model.logits(hidden).float(), -1)  # (1, T-1, V)
     if cache is not None:
         log_probs = WindowedMemory(cache).log_probs(log_probs, hidden, ids[:, 1:])

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import math
+import random
+from pathlib import Path
 
 import pytest
 import torch
 
 from models.architectures import LanguageModel
 from models.config import LanguageModelConfig
+from models.speakers import names_of_ids
 from models.tokenizers import CharTokenizer
+from tests.training.conftest import SMOKE_FLAGS
+from training.__main__ import evaluate, main
+from training.config import LanguageModelTrainConfig
+from training.language import GENERATE, streams
 from training.speakers import name_dependence, speeches
 
 PLAY = (
@@ -47,3 +55,53 @@ def test_a_model_that_reads_the_name_scores_above_one_that_cannot() -> None:
     # is near log(vocabulary size) nats per character
     assert forgets["speech_loss_own_name"] == pytest.approx(forgets["speech_loss_other_name"])
     assert forgets["speech_loss_own_name"] == pytest.approx(math.log(tokenizer.vocab_size), rel=0.2)
+
+
+def test_each_training_stream_names_its_speakers_as_read_from_its_start(
+    shakespeare_file: Path,
+) -> None:
+    config = LanguageModelTrainConfig(
+        data=str(shakespeare_file), batch_size=3, bptt=16, model={"speaker_dim": 4}
+    )
+    task, model = GENERATE.build(config)
+    assert isinstance(model, LanguageModel)
+    task.objective(model)
+    every = streams(task.train_ids, 3)  # (3, L): what the three streams read
+    named = [names_of_ids(task.tokenizer, row) for row in every.tolist()]
+    assert any(name is not None for row in named for name in row)
+    # each epoch's windows start at a phase of its own (LanguageModelTask.batches)
+    offset = random.Random(config.seed * 1000).randrange(16)
+    for step, (inputs, _, speakers) in enumerate(task.batches(epoch=0, rank=0, world=1)):
+        assert task.speaker_names is not None
+        start = offset + step * 16
+        assert torch.equal(inputs, every[:, start : start + 16])
+        for row in range(3):
+            window = [
+                None if index < 0 else task.tokenizer.decode(task.speaker_names[index])
+                for index in speakers[row].tolist()
+            ]
+            assert window == named[row][start : start + 16]
+
+
+def test_a_run_that_reads_speakers_is_measured_as_its_card_says(
+    shakespeare_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "export"
+    flags = ["--data", str(shakespeare_file), *SMOKE_FLAGS, "--speaker-dim", "4"]
+    assert (
+        main(["generate", *flags, "--run-dir", str(tmp_path / "run"), "--export-dir", str(out)])
+        == 0
+    )
+    card = json.loads((out / "card.json").read_text())
+    measured = evaluate(str(out), str(shakespeare_file), threads=1, device="cpu")
+    rounded = {k: round(v, 4) for k, v in measured.items()}
+    assert rounded == {k: round(v, 4) for k, v in card["metrics"]["test"].items()}
+    assert card["config"]["speaker_dim"] == 4
+
+
+def test_speaker_dim_is_a_setting_of_the_character_model(
+    wikitext_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["next-word", "--smoke", "--data", str(wikitext_dir), "--speaker-dim", "4"]
+    assert main(argv) == 1
+    assert "speaker_dim is a generate setting, not one of next-word" in capsys.readouterr().err
