@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.config import CacheConfig
+from models.config import CacheConfig, LanguageModelConfig
 from models.format import CheckpointError, CheckpointInfo, read_info
 from service.errors import ModelNotFound, ModelUnavailable, NotReady
 from service.settings import Settings
@@ -161,6 +161,11 @@ class Registry:
                     "device": self.device,
                     "dtype": self.settings.dtype,
                     "continuous_cache": self._continuous_cache(checkpoint.config.cache),
+                    "reads_speakers": (
+                        model_config.speaker_dim > 0
+                        if isinstance(model_config, LanguageModelConfig)
+                        else None
+                    ),
                     "status": "ready",
                 }
             )

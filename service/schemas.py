@@ -353,6 +353,13 @@ class ModelInfo(BaseModel):
         "LSTM_SERVE_CONTINUOUS_CACHE is off). `metrics.loss` is measured with it, "
         "`metrics.loss_without_cache` without.",
     )
+    reads_speakers: bool | None = Field(
+        None,
+        description="A character model that reads who is speaking: in a play's text, a name "
+        'line after a blank line ("ROMEO:") names the speaker until the next one, and the '
+        "model reads that name beside every character, the prompt's and those it generates. "
+        "False: a language model that reads none; null: the classifier.",
+    )
     error: str | None = None
 
 

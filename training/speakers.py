@@ -72,6 +72,7 @@ def name_dependence(
     rng = random.Random(0)
     chosen = rng.sample(found, min(pairs, len(found)))
     kl = own_loss = swapped_loss = 0.0
+    own_better = 0.0
     with torch.inference_mode():
         for name, speech in chosen:
             other = rng.choice([n for n in names if n != name])
@@ -81,8 +82,15 @@ def name_dependence(
             # the speech's own characters: how well each prompt, read from nothing as a
             # generation reads it, predicts what the speaker said
             said = torch.tensor(tokenizer.encode(speech).ids, device=own.device)[:, None]
-            own_loss -= float(own.gather(1, said).mean())
-            swapped_loss -= float(swapped.gather(1, said).mean())
+            own_nats, swapped_nats = (
+                -float(own.gather(1, said).mean()),
+                -float(swapped.gather(1, said).mean()),
+            )
+            own_loss += own_nats
+            swapped_loss += swapped_nats
+            own_better += (
+                1.0 if own_nats < swapped_nats else 0.5 if own_nats == swapped_nats else 0.0
+            )
     count = len(chosen)
     return {
         "name_kl_nats_per_char": kl / count,
@@ -91,4 +99,7 @@ def name_dependence(
         "speech_loss_own_name": own_loss / count,
         # after another speaker's name: above the own name's when the model uses the name
         "speech_loss_other_name": swapped_loss / count,
+        # the share of speeches their own speaker's name predicts better than another's (a tie
+        # counts half): 0.5 for a model that ignores the name
+        "speech_own_name_better": own_better / count,
     }

@@ -322,6 +322,8 @@ def test_models_describes_every_loaded_model(client: TestClient, checkpoints: Ch
         assert info["error"] is None
     assert models["sentiment"]["labels"] == ["negative", "positive"]
     assert models["sentiment"]["max_length"] == SENTIMENT_MAX_LENGTH
+    # a classifier has no speakers to read; these language models read none
+    assert [models[n]["reads_speakers"] for n in expected] == [None, False, False]
     assert checkpoints.vocab_sizes["next-word"] == len(VOCABULARY) + 2  # with <unk> and <eos>
 
 

@@ -122,6 +122,8 @@ def test_the_service_writes_another_text_for_another_speaker(
     settings = make_settings(artifacts_dir=tmp_path, models=["generate"])
     texts = {}
     with serve(settings) as client:
+        (info,) = client.get("/models").json()["models"]
+        assert info["reads_speakers"] is True
         for name in ("ROMEO", "JULIET", "ROMEO"):
             body = {"prompt": f"{name}:\n", "max_new_tokens": 40, "seed": 3, "temperature": 0.7}
             response = client.post("/generate", json=body)

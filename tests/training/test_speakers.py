@@ -54,6 +54,7 @@ def test_a_model_that_reads_the_name_scores_above_one_that_cannot() -> None:
     # the name changes nothing, so either name predicts the speech equally; an untrained model
     # is near log(vocabulary size) nats per character
     assert forgets["speech_loss_own_name"] == pytest.approx(forgets["speech_loss_other_name"])
+    assert forgets["speech_own_name_better"] == 0.5
     assert forgets["speech_loss_own_name"] == pytest.approx(math.log(tokenizer.vocab_size), rel=0.2)
 
 
