@@ -7,15 +7,17 @@ ignored; the shipped model before this measure existed gave identical 300-charac
 
 from __future__ import annotations
 
+import math
 import random
 import re
+from collections import Counter
 
 import torch
 
 from models.architectures import LanguageModel
 from models.cache import WindowedMemory
 from models.config import CacheConfig
-from models.speakers import speaker_inputs
+from models.speakers import NAME, speaker_inputs, speakers_of
 from models.tokenizers import Tokenizer
 
 # a speaker's line: after a blank line (a new speech), a capitalised name and a colon, alone on
@@ -103,3 +105,52 @@ def name_dependence(
         # counts half): 0.5 for a model that ignores the name
         "speech_own_name_better": own_better / count,
     }
+
+
+_WORD = re.compile(r"[A-Za-z']+")
+
+
+def unigram_name_gain(
+    train: str, text: str, weights: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
+) -> float:
+    """How much a speaker's name can be worth, in nats per character of `text`: the gain of a
+    word unigram per speaker (fitted on `train`, mixed with the corpus's at the best of
+    `weights` for `text`, so an optimistic figure) over the corpus's unigram, on the words
+    spoken by a known speaker (name lines left out), divided by every character of `text`."""
+
+    def spoken(play: str) -> list[tuple[str, str]]:
+        """(speaker, word) for the words of the speeches (name lines left out)."""
+        names = speakers_of(play)
+        found, start = [], 0
+        for line in play.splitlines(keepends=True):
+            if not NAME.fullmatch(line.rstrip("\n").removesuffix(":")):
+                for match in _WORD.finditer(line):
+                    name = names[start + match.start()]
+                    if name is not None:
+                        found.append((name, match.group(0).lower()))
+            start += len(line)
+        return found
+
+    corpus: Counter[str] = Counter()
+    by_speaker: dict[str, Counter[str]] = {}
+    for name, word in spoken(train):
+        corpus[word] += 1
+        by_speaker.setdefault(name, Counter())[word] += 1
+    size, total = len(corpus) + 1, sum(corpus.values())  # +1: a word never seen
+    heard = spoken(text)
+
+    def base(word: str) -> float:
+        return (corpus[word] + 0.1) / (total + 0.1 * size)
+
+    def gain(weight: float) -> float:
+        nats = 0.0
+        for name, word in heard:
+            own = by_speaker.get(name)
+            if own is None:
+                continue
+            said = sum(own.values())
+            speaker = (own[word] + 0.1 * base(word) * size) / (said + 0.1 * size)
+            nats += math.log((1 - weight) * base(word) + weight * speaker) - math.log(base(word))
+        return nats / max(1, len(text))
+
+    return max(gain(weight) for weight in weights)

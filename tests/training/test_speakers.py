@@ -18,7 +18,7 @@ from tests.training.conftest import SMOKE_FLAGS
 from training.__main__ import evaluate, main
 from training.config import LanguageModelTrainConfig
 from training.language import GENERATE, streams
-from training.speakers import name_dependence, speeches
+from training.speakers import name_dependence, speeches, unigram_name_gain
 
 PLAY = (
     "ROMEO:\nBut soft, what light through yonder window breaks?\n\n"
@@ -106,3 +106,15 @@ def test_speaker_dim_is_a_setting_of_the_character_model(
     argv = ["next-word", "--smoke", "--data", str(wikitext_dir), "--speaker-dim", "4"]
     assert main(argv) == 1
     assert "speaker_dim is a generate setting, not one of next-word" in capsys.readouterr().err
+
+
+def test_a_name_is_worth_more_where_speakers_use_words_of_their_own() -> None:
+    def play(lines: dict[str, str], repeats: int) -> str:
+        return "".join(
+            f"\n\n{name}:\n{line}\n" for _ in range(repeats) for name, line in lines.items()
+        )
+
+    own = {"ROMEO": "love love Juliet love", "KING": "crown crown France war"}
+    shared = {"ROMEO": "the day is long", "KING": "the day is long"}
+    assert unigram_name_gain(play(own, 20), play(own, 3)) > 0.05
+    assert unigram_name_gain(play(shared, 20), play(shared, 3)) < 1e-3
