@@ -11,7 +11,7 @@ generation: `SpeakerTracker` reads text piece by piece, as a generation produces
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -55,13 +55,13 @@ class SpeakerTracker:
         return twin
 
 
-def speakers_of(text: str, tracker: SpeakerTracker | None = None) -> list[str | None]:
-    """The speaker after reading each character of `text` (continuing `tracker`, which is
-    advanced past the text, when given)."""
+def speakers_of(pieces: Iterable[str], tracker: SpeakerTracker | None = None) -> list[str | None]:
+    """The speaker after reading each piece of text (each character of a string), continuing
+    `tracker`, which is advanced past them, when given."""
     tracker = tracker if tracker is not None else SpeakerTracker()
     found: list[str | None] = []
-    for char in text:
-        tracker.feed_char(char)
+    for piece in pieces:
+        tracker.feed(piece)
         found.append(tracker.name)
     return found
 
@@ -70,12 +70,7 @@ def names_of_ids(
     tokenizer: Tokenizer, ids: Sequence[int], tracker: SpeakerTracker | None = None
 ) -> list[str | None]:
     """The speaker after each token of `ids` (continuing `tracker`, which is advanced)."""
-    tracker = tracker if tracker is not None else SpeakerTracker()
-    found: list[str | None] = []
-    for token in ids:
-        tracker.feed(tokenizer.id_to_token(int(token)))
-        found.append(tracker.name)
-    return found
+    return speakers_of((tokenizer.id_to_token(int(token)) for token in ids), tracker)
 
 
 def speaker_inputs(model: LanguageModel, tokenizer: Tokenizer) -> SpeakerInputs | None:

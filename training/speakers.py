@@ -17,12 +17,12 @@ import torch
 from models.architectures import LanguageModel
 from models.cache import WindowedMemory
 from models.config import CacheConfig
-from models.speakers import NAME, speaker_inputs, speakers_of
+from models.speakers import NAME, SpeakerInputs, speaker_inputs, speakers_of
 from models.tokenizers import Tokenizer
 
 # a speaker's line: after a blank line (a new speech), a capitalised name and a colon, alone on
-# its line ("And then take hands:" inside a speech is not one)
-_SPEAKER = re.compile(r"(?:\A|\n\n)([A-Z][A-Za-z' ]{1,30}):\n")
+# its line ("And then take hands:" inside a speech is not one); the name as models.speakers reads it
+_SPEAKER = re.compile(rf"(?:\A|\n\n)({NAME.pattern}):\n")
 
 
 def speeches(text: str, length: int) -> list[tuple[str, str]]:
@@ -41,12 +41,14 @@ def _log_probs(
     prompt: str,
     speech: str,
     cache: CacheConfig | None = None,
+    speakers: SpeakerInputs | None = None,
 ) -> torch.Tensor:
     """Log-probabilities (len(speech), V) of each character of the speech, after the prompt (of
-    the model and its continuous cache, where it has one)."""
+    the model and its continuous cache, where it has one; a model that reads speakers needs
+    `speakers`)."""
     device = next(model.parameters()).device
     ids = torch.tensor([tokenizer.encode(prompt + speech).ids], device=device)  # (1, T)
-    speakers = speaker_inputs(model, tokenizer)  # a model that reads speakers reads the name's
+    # a model that reads speakers reads the prompt's name beside the speech
     beside = speakers.of_ids(ids[:, :-1]) if speakers is not None else None
     # (1, T-1, H): each position predicts the next
     hidden, _ = model.features(ids[:, :-1], speakers=beside)
@@ -73,13 +75,14 @@ def name_dependence(
         return {}
     rng = random.Random(0)
     chosen = rng.sample(found, min(pairs, len(found)))
+    speakers = speaker_inputs(model, tokenizer)  # each name encoded once for the whole measure
     kl = own_loss = swapped_loss = 0.0
     own_better = 0.0
     with torch.inference_mode():
         for name, speech in chosen:
             other = rng.choice([n for n in names if n != name])
-            own = _log_probs(model, tokenizer, f"{name}:\n", speech, cache)  # (L, V)
-            swapped = _log_probs(model, tokenizer, f"{other}:\n", speech, cache)  # (L, V)
+            own = _log_probs(model, tokenizer, f"{name}:\n", speech, cache, speakers)  # (L, V)
+            swapped = _log_probs(model, tokenizer, f"{other}:\n", speech, cache, speakers)
             kl += float((own.exp() * (own - swapped)).sum(-1).mean())
             # the speech's own characters: how well each prompt, read from nothing as a
             # generation reads it, predicts what the speaker said
@@ -123,7 +126,8 @@ def unigram_name_gain(
         names = speakers_of(play)
         found, start = [], 0
         for line in play.splitlines(keepends=True):
-            if not NAME.fullmatch(line.rstrip("\n").removesuffix(":")):
+            bare = line.rstrip("\n")
+            if not (bare.endswith(":") and NAME.fullmatch(bare[:-1])):
                 for match in _WORD.finditer(line):
                     name = names[start + match.start()]
                     if name is not None:

@@ -27,6 +27,7 @@ from models.format import MANIFEST, sha256_file
 from service.api.deps import ServiceState
 from service.app import create_app
 from service.engine import EngineClient
+from service.engine.operations import Event, TokenEvent
 from service.generation import GenerationRequest, GenerationScheduler
 from service.settings import Settings
 
@@ -204,3 +205,28 @@ def run_generations(scheduler: GenerationScheduler, requests: list[GenerationReq
     while scheduler.active():
         scheduler.admit()
         scheduler.step()
+
+
+def token_ids(events: list[Event]) -> list[int]:
+    """The token ids a generation's events carried, in order."""
+    return [e.token_id for e in events if isinstance(e, TokenEvent)]
+
+
+def busy_and_cached(
+    scheduler: GenerationScheduler,
+    request: Callable[[list[int], int, list[Event]], GenerationRequest],
+    prompt: list[int],
+    prefix: int,
+    others: tuple[list[int], list[int]],
+    seed: int,
+) -> tuple[list[int], list[int]]:
+    """The token ids seed `seed` gives `prompt` in a busy batch (between `others`), once its
+    first `prefix` tokens were read by another request, then again with the whole prompt read
+    before: with a prefix cache, the second read starts from a cached state each time."""
+    run_generations(scheduler, [request(prompt[:prefix], 1, [])])
+    busy: list[Event] = []
+    batch = [request(others[0], 1, []), request(prompt, seed, busy), request(others[1], 2, [])]
+    run_generations(scheduler, batch)
+    again: list[Event] = []
+    run_generations(scheduler, [request(prompt, seed, again)])
+    return token_ids(busy), token_ids(again)

@@ -25,7 +25,13 @@ from service.inference import (
 )
 from service.prefix_cache import PrefixCache
 from tests.service.conftest import SettingsFactory
-from tests.service.support import run_generations, serve, tiny_language_model
+from tests.service.support import (
+    busy_and_cached,
+    run_generations,
+    serve,
+    tiny_language_model,
+    token_ids,
+)
 from training.language import typed_candidates
 
 SHIPPED = Path(__file__).resolve().parents[2] / "artifacts"
@@ -47,10 +53,6 @@ def _evaluated(model: LanguageModel, text: torch.Tensor, next_ids: torch.Tensor)
         return WindowedMemory(CACHE).log_probs(log_probs, hidden, next_ids)
 
 
-def _ids(events: list[Event]) -> list[int]:
-    return [e.token_id for e in events if isinstance(e, TokenEvent)]
-
-
 def _alone(
     model: LanguageModel,
     tokenizer: CharTokenizer,
@@ -70,21 +72,17 @@ def test_a_seed_gives_one_text_alone_in_a_batch_and_from_cached_prefixes() -> No
     tokenizer = CharTokenizer.fit(TEXT)
     model = tiny_language_model(tokenizer.vocab_size)
     prompt = tokenizer.encode("to be or not").ids
-    expected = _ids(_alone(model, tokenizer, prompt, 42))
+    expected = token_ids(_alone(model, tokenizer, prompt, 42))
     without = _alone(model, tokenizer, prompt, 42, continuous=None)
-    assert expected != _ids(without)  # the cache changes the text of this model
+    assert expected != token_ids(without)  # the cache changes the text of this model
 
     prefixes = PrefixCache(1 << 24)
     scheduler = GenerationScheduler(model, tokenizer, 8, prefixes, CACHE)
-    run_generations(scheduler, [_request(prompt[:5], 1, [])])  # a cached prefix of the prompt
-    busy: list[Event] = []
-    others = [_request(tokenizer.encode(p).ids, s, []) for p, s in (("that", 1), ("q", 2))]
-    run_generations(scheduler, [others[0], _request(prompt, 42, busy), others[1]])
+    others = (tokenizer.encode("that").ids, tokenizer.encode("q").ids)
+    busy, again = busy_and_cached(scheduler, _request, prompt, 5, others, 42)
     assert prefixes.hits >= 1
-    assert _ids(busy) == expected
-    again: list[Event] = []
-    run_generations(scheduler, [_request(prompt, 42, again)])  # the whole prompt cached
-    assert _ids(again) == expected
+    assert busy == expected
+    assert again == expected  # the whole prompt cached
 
 
 def test_a_one_token_prompt_starts_with_an_empty_memory() -> None:
@@ -106,7 +104,7 @@ def test_reported_log_probabilities_are_the_mixed_distributions() -> None:
     reported = [
         entry.logprob for e in events if isinstance(e, TokenEvent) for entry in e.logprobs
     ] + [entry.logprob for entry in finish.logprobs]
-    generated = _ids(events)
+    generated = token_ids(events)
     text = torch.tensor([prompt + generated])  # (1, T)
     mixed = _evaluated(model, text[:, :-1], text[:, 1:])  # (1, T-1, V)
     # the engine never samples the unknown token: its distribution is the rest, renormalised

@@ -19,7 +19,7 @@ from service.engine.operations import Event, FinishEvent, TokenEvent
 from service.generation import GenerationRequest, GenerationScheduler
 from service.prefix_cache import PrefixCache
 from tests.service.conftest import SettingsFactory
-from tests.service.support import run_generations, serve
+from tests.service.support import busy_and_cached, run_generations, serve, token_ids
 
 PLAY = "ROMEO:\nBut soft, what light?\n\nJULIET:\nO Romeo, Romeo!\n\nFirst Citizen:\nWe are poor.\n"
 
@@ -43,10 +43,6 @@ def _request(prompt: list[int], seed: int, events: list[Event]) -> GenerationReq
     return GenerationRequest(prompt, 30, params, seed, (), events.append, logprobs=0)
 
 
-def _ids(events: list[Event]) -> list[int]:
-    return [e.token_id for e in events if isinstance(e, TokenEvent)]
-
-
 def _alone(
     model: LanguageModel, tokenizer: CharTokenizer, prompt: list[int], seed: int
 ) -> list[Event]:
@@ -61,7 +57,7 @@ def test_a_seed_gives_one_text_alone_in_a_batch_and_from_cached_prefixes() -> No
     tokenizer = CharTokenizer.fit(PLAY)
     model = _model(tokenizer)
     prompt = tokenizer.encode("ROMEO:\nBut soft\n\nJULIET:\nO").ids
-    expected = _ids(_alone(model, tokenizer, prompt, 42))
+    expected = token_ids(_alone(model, tokenizer, prompt, 42))
     params = SamplingParams(temperature=1.0)
     speakers = SpeakerInputs(model, tokenizer)
     decoded = list(generate_ids(model, prompt, 30, params, make_generator(42), None, speakers))
@@ -70,15 +66,11 @@ def test_a_seed_gives_one_text_alone_in_a_batch_and_from_cached_prefixes() -> No
 
     prefixes = PrefixCache(1 << 24)
     scheduler = GenerationScheduler(model, tokenizer, 8, prefixes)
-    run_generations(scheduler, [_request(prompt[:10], 1, [])])  # a cached prefix of the prompt
-    busy: list[Event] = []
-    others = [_request(tokenizer.encode(p).ids, s, []) for p, s in (("JULIET:\n", 1), ("W", 2))]
-    run_generations(scheduler, [others[0], _request(prompt, 42, busy), others[1]])
+    others = (tokenizer.encode("JULIET:\n").ids, tokenizer.encode("W").ids)
+    busy, again = busy_and_cached(scheduler, _request, prompt, 10, others, 42)
     assert prefixes.hits >= 1
-    assert _ids(busy) == expected
-    again: list[Event] = []
-    run_generations(scheduler, [_request(prompt, 42, again)])  # the whole prompt cached
-    assert _ids(again) == expected
+    assert busy == expected
+    assert again == expected  # the whole prompt cached
 
 
 def test_a_speaker_the_generated_text_names_is_read_from_its_newline_on() -> None:
@@ -94,7 +86,7 @@ def test_a_speaker_the_generated_text_names_is_read_from_its_newline_on() -> Non
     reported = [
         entry.logprob for e in events if isinstance(e, TokenEvent) for entry in e.logprobs
     ] + [entry.logprob for entry in finish.logprobs]
-    generated = _ids(events)
+    generated = token_ids(events)
     text = torch.tensor([prompt + generated])  # (1, T)
     speakers = SpeakerInputs(model, tokenizer)
     with torch.inference_mode():  # the whole text read at once, as evaluation reads it
